@@ -1,0 +1,88 @@
+"""Test fixtures: a real database for every test that asks for one.
+
+The backend is the one the environment names, as for the pipeline itself: ``DJ_HOST`` (with
+``DJ_BACKEND``, ``DJ_USER``, ``DJ_PASS``) for a MySQL-family or PostgreSQL server, otherwise the
+embedded PostgreSQL, started in a data directory of this run's own. Each run uses its own
+schema prefix and drops its schemas at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+RUN_DIR = Path(tempfile.mkdtemp(prefix="map-tests-"))
+os.chmod(RUN_DIR, 0o755)  # the embedded server account must be able to enter it
+PREFIX = f"t{os.getpid()}{secrets.token_hex(2)}_"
+EMPTY_CONFIG = RUN_DIR / "dj_local_conf.json"
+EMPTY_CONFIG.write_text(json.dumps({"safemode": False}))
+
+# Set before any pipeline module is imported, so they all see this run's settings.
+os.environ["MAP_DB_PREFIX"] = PREFIX
+os.environ["MAP_CONFIG"] = str(EMPTY_CONFIG)
+if not os.environ.get("DJ_HOST"):
+    os.environ.setdefault("MAP_EMBEDDED_DIR", str(RUN_DIR / "embedded"))
+
+
+def backend_name() -> str:
+    if not os.environ.get("DJ_HOST"):
+        return "embedded"
+    return "postgresql" if os.environ.get("DJ_BACKEND", "mysql").lower().startswith("postgres") else "mysql"
+
+
+def pytest_report_header(config) -> str:
+    return f"MAP test backend: {backend_name()} (schema prefix {PREFIX})"
+
+
+@pytest.fixture(scope="session")
+def modules():
+    """Every pipeline schema module, declared in this run's schemas."""
+    from pipeline.shell import load_schema_modules
+
+    return load_schema_modules()
+
+
+def _drop_run_schemas() -> None:
+    import datajoint as dj
+
+    from pipeline import db
+
+    conn = db.connection()
+    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(PREFIX)]
+    if not names:
+        return
+    if db.backend() == "postgresql":
+        for name in names:
+            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    else:
+        conn.query("SET FOREIGN_KEY_CHECKS=0")
+        for name in names:
+            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.query("SET FOREIGN_KEY_CHECKS=1")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import sys
+
+    if "pipeline.db" in sys.modules and sys.modules["pipeline.db"]._connected_with is not None:
+        _drop_run_schemas()
+    if os.environ.get("MAP_EMBEDDED_DIR", "").startswith(str(RUN_DIR)):
+        from pipeline.embedded import EmbeddedServer
+
+        EmbeddedServer(Path(os.environ["MAP_EMBEDDED_DIR"])).stop()
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_lab(modules):
+    """Leave the lab and experiment tables as the test found them: empty of manual rows."""
+    yield modules
+    lab = modules["lab"]
+    for table in (lab.Surgery, lab.WaterRestriction, lab.Subject, lab.Virus, lab.Rig, lab.Person):
+        table().delete(prompt=False)
