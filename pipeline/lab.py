@@ -96,7 +96,7 @@ class WaterRestriction(dj.Manual):
     -> Subject
     ---
     water_restriction_number : varchar(16)   # WR number
-    cage_number : int32
+    wr_cage_number : int32                   # MAP's cage_number, renamed: DataJoint 2 will not join Subject with a second cage_number
     wr_start_date : date
     wr_start_weight : decimal(6,3)
     unique index (water_restriction_number)

@@ -234,7 +234,7 @@ def parse_subject_file(path: Path, known: dict[str, set]) -> Rows:
             rows.water_restrictions.append({
                 "subject_id": subject_id,
                 "water_restriction_number": h2o,
-                "cage_number": check.field(wr_label, wr, "cage_number", _int),
+                "wr_cage_number": check.field(wr_label, wr, "cage_number", _int),
                 "wr_start_date": check.field(wr_label, wr, "wr_start_date", _date),
                 "wr_start_weight": check.field(wr_label, wr, "wr_start_weight", _decimal),
             })

@@ -55,7 +55,7 @@ def test_lab_round_trip(clean_lab):
     lab.Subject.insert1({"subject_id": 407513, "username": "daveliu", "cage_number": 154522,
                          "date_of_birth": "2018-01-01", "sex": "M", "animal_source": "Jackson Labs"})
     lab.Subject.Strain.insert1({"subject_id": 407513, "animal_strain": "C57BL/6J"})
-    lab.WaterRestriction.insert1({"subject_id": 407513, "water_restriction_number": "dl36", "cage_number": 154522,
+    lab.WaterRestriction.insert1({"subject_id": 407513, "water_restriction_number": "dl36", "wr_cage_number": 154522,
                                   "wr_start_date": "2018-02-01", "wr_start_weight": 22.5})
     lab.Surgery.insert1({"subject_id": 407513, "surgery_id": 1, "username": "daveliu",
                          "start_time": "2018-01-20 10:00:00", "end_time": "2018-01-20 11:30:00",
@@ -67,6 +67,7 @@ def test_lab_round_trip(clean_lab):
     assert subject["date_of_birth"] == dt.date(2018, 1, 1) and subject["sex"] == "M"
     wr = (lab.WaterRestriction & "water_restriction_number = 'dl36'").to_dicts()[0]
     assert wr["subject_id"] == 407513 and Decimal(wr["wr_start_weight"]) == Decimal("22.500")
+    assert len(lab.Subject * lab.WaterRestriction & "sex = 'M'") == 1  # MAP's everyday join works in DataJoint 2
     surgery = (lab.Surgery * lab.Surgery.Procedure).to_dicts()[0]
     assert surgery["start_time"] == dt.datetime(2018, 1, 20, 10, 0) and Decimal(surgery["ml_location"]) == Decimal("-1500")
     assert len(lab.Subject.Strain & {"subject_id": 407513}) == 1

@@ -61,8 +61,10 @@ def _get(custom: Mapping[str, Any], key: str, default: Any = ..., kind: type | t
 
 
 def default_state_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "map-pipeline" / "transfer-tasks"
+    """Per-user cache dir (platformdirs), e.g. ~/.cache/map-pipeline/transfer-tasks."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("map-pipeline")) / "transfer-tasks"
 
 
 def storage_locations(custom: Mapping[str, Any]) -> dict[str, StorageLocation]:

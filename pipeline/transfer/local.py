@@ -25,7 +25,6 @@ renamed into place only when complete and checksum-verified (see local_worker).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -37,6 +36,11 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+try:  # POSIX only: the local backend's task locks are flock()s
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .base import (
     AlreadyExists,
@@ -172,6 +176,8 @@ class LocalBackend(TransferBackend):
         max_bytes_per_second: float | None = None,
         python: str = sys.executable,
     ) -> None:
+        if fcntl is None:
+            raise TransferError("the local transfer backend needs a POSIX system (fcntl); use Globus")
         self.collections = {str(k): Path(v).expanduser().resolve() for k, v in collections.items()}
         self.state = StateDir(state_dir).ensure()
         self.max_bytes_per_second = max_bytes_per_second
