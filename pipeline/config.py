@@ -144,8 +144,9 @@ def _read_file(path: Path) -> dict[str, Any]:
     custom = data.pop("custom", {}) or {}
     if not isinstance(custom, dict):
         raise ConfigError(f"{path}: key 'custom' must be an object")
-    flat = {k: v for k, v in data.items()}
-    flat.update({f"custom.{k}": v for k, v in custom.items()})
+    # Keys starting with '#' are explanations (see dj_local_conf.example.json), not settings.
+    flat = {k: v for k, v in data.items() if not k.startswith("#")}
+    flat.update({f"custom.{k}": v for k, v in custom.items() if not k.startswith("#")})
     return flat
 
 

@@ -111,3 +111,16 @@ def test_mapshell_bad_config_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0
     assert str(path) in result.stderr and "database.backend" in result.stderr
+
+
+def test_example_config_loads_and_explains_every_key():
+    path = Path(__file__).resolve().parents[1] / "dj_local_conf.example.json"
+    data = json.loads(path.read_text())
+    for block in (data, data["custom"]):
+        for key in block:
+            if not key.startswith("#") and key != "custom":
+                assert f"#{key}" in block, f"{key} has no explanation"
+    cfg = load_config(path, environ={}, check_paths=False)
+    assert cfg.get("database.backend") == "mysql"
+    assert cfg.custom("globus.storage_locations")["raw-ephys"]["root"] == "/4ElectrodeRig_Ephys"
+    assert not [k for k in cfg.settings if "#" in k]
