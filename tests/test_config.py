@@ -106,7 +106,8 @@ def test_mapshell_config_masks_and_reports_sources(tmp_path):
 
 def test_mapshell_bad_config_is_one_clear_line(tmp_path):
     path = write(tmp_path, {"database.backend": "oracle"})
-    result = _mapshell("config", env={**os.environ, "MAP_CONFIG": str(path)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJ_")}  # DJ_BACKEND would override the file
+    result = _mapshell("config", env={**env, "MAP_CONFIG": str(path)})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0

@@ -146,7 +146,9 @@ def test_killed_worker_reported_failed_and_partial_file_removed(dirs) -> None:
                                    submission_id=backend.submission_id())
     deadline = time.monotonic() + 20
     rec = backend.task_record(task)
-    while not (rec.get("worker_pid") and rec.get("in_progress_tmp")) and time.monotonic() < deadline:
+    # the worker records the temporary name just before it creates the file: wait for both
+    while not (rec.get("worker_pid") and rec.get("in_progress_tmp") and Path(rec["in_progress_tmp"]).exists()) \
+            and time.monotonic() < deadline:
         time.sleep(0.02)
         rec = backend.task_record(task)
     tmp = Path(rec["in_progress_tmp"])
