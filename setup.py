@@ -29,6 +29,7 @@ setup(
         "networkx>=3,<4",
         "matplotlib>=3.8,<4",
         "globus-sdk>=4,<5",
+        "av>=12,<20",
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "responses>=0.25,<1"],

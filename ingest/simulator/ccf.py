@@ -101,7 +101,14 @@ def write_ccf(root: Path) -> dict:
     vol = volume()
     header = {"space": "left-posterior-superior", "kinds": ["domain"] * 3,
               "space directions": np.eye(3) * RES, "encoding": "gzip"}
-    nrrd.write(str(d / f"annotation_{RES}.nrrd"), vol, header, index_order="C")
+    path = d / f"annotation_{RES}.nrrd"
+    # default (Fortran) index order, like the Allen files: nrrd.read() gives (AP, DV, ML)
+    nrrd.write(str(path), vol, header)
+    raw = path.read_bytes()
+    head_end = raw.index(b"\n\n") + 2
+    head = b"".join(ln for ln in raw[:head_end].splitlines(True)
+                    if not ln.startswith(b"# on "))  # pynrrd stamps the wall-clock time here
+    path.write_bytes(head + raw[head_end:])
     lines = ["id,acronym,name,structure_id_path,color_hex_triplet"]
     for sid, acr, name, path, color in ONTOLOGY:
         lines.append(f'{sid},{acr},"{name}",{path},{color}')

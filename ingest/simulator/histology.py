@@ -28,13 +28,13 @@ def write_histology(root: Path, s: Session, p: Probe) -> dict:
     ml0, ap0, depth = p.insertion["ml"], p.insertion["ap"], p.insertion["depth"]
     out = {}
     for sh in sorted(set(shanks.tolist())):
-        xs = 250.0 * sh + 43.0  # shank centre line
-        x_entry = ml0 + (xs - 43.0)
+        xs = 250.0 * sh + 16.0  # shank centre line
+        x_entry = ml0 + (xs - 16.0)
         z_surf = ccf.surface_z(x_entry, ap0)
         chans, regions = {}, {}
         for i in [int(k) for k in (shanks == sh).nonzero()[0]]:
             lx, ay = pos[i]
-            x, y, z = ml0 + (lx - 43.0), ap0, z_surf - (depth - ay)
+            x, y, z = ml0 + (lx - 16.0), ap0, z_surf - (depth - ay)
             rid = ccf.region_at(x, y, z)
             chans[f"channel_{i}"] = {"x": round(x, 2), "y": round(y, 2), "z": round(z, 2),
                                      "axial": float(ay), "lateral": float(lx),

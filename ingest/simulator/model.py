@@ -59,12 +59,12 @@ SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", (5, 8), (4, 8), 16,
                   dict(pre=0.2, sample=0.3, delay=0.4, response=0.5, post=0.2, iti=0.2),
                   1, 100, 4, 8.0, 50_000, True),
-    "small": Scale("small", (40, 80), (20, 40), 32,
-                   dict(pre=0.3, sample=0.5, delay=0.6, response=0.7, post=0.3, iti=0.3),
+    "small": Scale("small", (40, 80), (20, 40), 16,
+                   dict(pre=0.2, sample=0.4, delay=0.5, response=0.6, post=0.25, iti=0.25),
                    3, 100, 6, 8.0, 50_000, True),
     "bench": Scale("bench", (500, 500), (400, 400), 32,
                    dict(pre=0.3, sample=0.5, delay=0.6, response=0.7, post=0.3, iti=0.3),
-                   5, 100, 4, 40.0, 50_000, False, bench_files=74_000),
+                   5, 100, 4, 56.0, 50_000, False, bench_files=74_000),
 }
 
 DEFAULT_SIZE = {"tiny": (2, 2), "small": (3, 3), "bench": (1, 1)}
@@ -383,98 +383,101 @@ def unit_spike_samples(unit: Unit, go_times: np.ndarray, go_pref: np.ndarray, n_
 H2O_PREFIXES = ("dl", "tw", "sc", "kh", "jy", "hh")
 
 
-def build_plan(subjects: int, sessions: int, scale: str, seed: int) -> SharePlan:
-    """Draw the whole ground truth for a share. Deterministic for a given seed."""
-    sc = SCALES[scale]
+def build_plan(subjects: int, sessions: int, scale: str | Scale, seed: int, *,
+               h2o_names: list | None = None, same_day: bool = True,
+               all_ephys_kilosort: bool = False, unregistered: bool = True) -> SharePlan:
+    """Draw the whole ground truth for a share. Deterministic for a given seed.
+
+    The keyword arguments exist for the broken catalogue (one plain Kilosort session per
+    broken case); simulate_share uses the defaults."""
+    sc = SCALES[scale] if isinstance(scale, str) else scale
     rng = np.random.default_rng([seed, 7919])
     subs = []
     for i in range(subjects):
         sid = 400000 + int(rng.integers(1000, 9999)) * 10 + i
         dob = dt.date(2018, 1, 1) + dt.timedelta(days=int(rng.integers(0, 60)))
+        h2o = h2o_names[i] if h2o_names else f"{H2O_PREFIXES[i % len(H2O_PREFIXES)]}{30 + i}"
         subs.append(Subject(
-            subject_id=sid, h2o=f"{H2O_PREFIXES[i % len(H2O_PREFIXES)]}{30 + i + 6 * (i // 6)}",
-            sex=("M", "F", "Unknown")[i % 3] if i < 3 else ("M", "F")[i % 2], date_of_birth=dob,
+            subject_id=sid, h2o=h2o, sex=("M", "F", "Unknown")[i % 3], date_of_birth=dob,
             cage_number=150000 + int(rng.integers(0, 9999)),
             wr_start_date=dob + dt.timedelta(days=60),
             wr_start_weight=round(float(rng.uniform(19, 27)), 1)))
     plan_sessions: list = []
-    ephys_sessions = []
     for si, sub in enumerate(subs):
-        day = dt.datetime(2018, 4, 2, 9, 30) + dt.timedelta(days=int(si * 2 + rng.integers(0, 2)))
-        day_index = 0
+        day = dt.datetime(2018, 4, 2) + dt.timedelta(days=int(si * 2 + rng.integers(0, 2)))
+        prev_start = None
         for k in range(sessions):
-            if k > 0:
+            if k == 1 and si == 0 and same_day:
                 # irregularity: subject 0's second session is on the same day as its first
-                if si == 0 and k == 1:
-                    day_index += 1
-                    start = prev_start + dt.timedelta(hours=4, minutes=int(rng.integers(0, 50)))
-                else:
-                    day_index = 0
-                    day = day + dt.timedelta(days=1 + int(rng.integers(0, 2)))
-                    start = day.replace(hour=9 + int(rng.integers(0, 3)),
-                                        minute=int(rng.integers(0, 60)))
+                day_index = 1
+                start = prev_start + dt.timedelta(hours=4, minutes=int(rng.integers(0, 50)))
             else:
+                day_index = 0
+                if k > 0:
+                    day = day + dt.timedelta(days=1 + int(rng.integers(0, 2)))
                 start = day.replace(hour=9 + int(rng.integers(0, 2)), minute=int(rng.integers(0, 60)))
             start = start.replace(second=int(rng.integers(0, 60)))
             prev_start = start
             n = int(rng.integers(sc.n_trials[0], sc.n_trials[1] + 1))
             first = round(float(rng.uniform(0.1, 55.0)), 4)
-            s = Session(h2o=sub.h2o, subject_id=sub.subject_id, start=start, day_index=day_index,
-                        session_number=k + 1, trials=make_trials(rng, sc, n, first))
-            plan_sessions.append(s)
+            plan_sessions.append(Session(h2o=sub.h2o, subject_id=sub.subject_id, start=start,
+                                         day_index=day_index, session_number=k + 1,
+                                         trials=make_trials(rng, sc, n, first)))
     # which sessions get ephys: all but every 4th (a behaviour-only session is realistic)
-    g = 0
-    for s in plan_sessions:
-        if scale == "bench" or g % 4 != 3:
-            ephys_sessions.append(s)
-        g += 1
+    bench = sc.name == "bench"
+    ephys_sessions = [s for g, s in enumerate(plan_sessions)
+                      if bench or all_ephys_kilosort or g % 4 != 3]
     n_eph = len(ephys_sessions)
-    jrc_index = next((i for i, s in enumerate(ephys_sessions) if s.day_index > 0),
-                     1 if n_eph > 1 else -1) if scale != "bench" else -1
+    jrc_index = -1
+    if not (bench or all_ephys_kilosort) and n_eph > 1:
+        jrc_index = next((i for i, s in enumerate(ephys_sessions) if s.day_index > 0), 1)
     for i, s in enumerate(ephys_sessions):
-        n_probes = 2 if (i == 0 and scale != "bench") or (i % 5 == 3) else 1
+        simple = bench or all_ephys_kilosort
+        n_probes = 1 if simple else (2 if (i == 0 or i % 5 == 3) else 1)
         lead = float(rng.uniform(0.5, 2.0))
         offset = round(lead - s.trials[0].start, 4)
-        if i == 2:  # irregularity: recording started well before the behaviour clock
-            offset = round(lead + 1.0, 4)
+        if i == 2 and not simple:
+            # irregularity: the recording started before the Bpod clock (positive offset);
+            # this session's Bpod clock starts its first trial early so the file stays short
+            delta = s.trials[0].start - 0.3
+            for t in s.trials:
+                t.start = round(t.start - delta, 4)
+            offset = round(lead, 4)
         n_samples = int(np.ceil((s.trials[-1].end + offset + 1.0) * SAMPLE_RATE))
-        run = f"{s.h2o}_{s.date_str}{s.suffix}"
         probes = []
         for p in range(n_probes):
-            type_code = (0, 24)[(i + p) % 2] if scale != "bench" else 0
-            if i == jrc_index:
-                type_code = 0
+            type_code = 0 if (simple or i == jrc_index) else (0, 24)[(i + p) % 2]
             sorter = "jrclust_v4" if (i == jrc_index and p == 0) else "kilosort2"
-            curated = sorter == "jrclust_v4" or (i + p) % 2 == 0
+            curated = sorter == "jrclust_v4" or (not simple and (i + p) % 2 == 0)
             saved = _saved_channels(type_code, sc.n_saved)
             nu = int(rng.integers(sc.n_units[0], sc.n_units[1] + 1))
-            pr = Probe(imec=p, type_code=type_code, serial=18005110000 + int(rng.integers(0, 99999)),
-                       saved_channels=saved, sorter=sorter, curated=curated,
-                       units=make_units(rng, nu, len(saved), sc.rate_mean, curated,
-                                        PROBE_TYPES[type_code][2]),
-                       insertion=dict(ml=round(1500.0 - 3000 * p + float(rng.uniform(-200, 200)), 1),
-                                      ap=round(2500.0 + float(rng.uniform(-300, 300)), 1),
-                                      depth=round(4000.0 if type_code == 0 else 1500.0, 1)))
-            probes.append(pr)
-        s.ephys = Ephys(run=run, offset=offset, n_samples=n_samples, probes=probes,
-                        bitcode_mat=(i % 2 == 0))
-    # tracking / video: every registered session, some trials not filmed
+            probes.append(Probe(
+                imec=p, type_code=type_code, serial=18005110000 + int(rng.integers(0, 99999)),
+                saved_channels=saved, sorter=sorter, curated=curated,
+                units=make_units(rng, nu, len(saved), sc.rate_mean, curated,
+                                 PROBE_TYPES[type_code][2]),
+                insertion=dict(ml=round(-1500.0 + 3000 * p + float(rng.uniform(-200, 200)), 1),
+                               ap=round(2500.0 + float(rng.uniform(-300, 300)), 1),
+                               depth=4000.0 if type_code == 0 else 1500.0)))
+        s.ephys = Ephys(run=f"{s.h2o}_{s.date_str}{s.suffix}", offset=offset,
+                        n_samples=n_samples, probes=probes, bitcode_mat=(i % 2 == 0))
+    # tracking / video: every session, some trials not filmed
     if sc.side_data:
         for s in plan_sessions:
             for cam in CAMERAS:
                 filmed = [t.number for t in s.trials if rng.random() > 0.15]
                 if len(filmed) == len(s.trials):
-                    filmed = filmed[:-1]  # the last trial is never filmed: camera stopped early
+                    filmed = filmed[:-1]  # the camera stopped before the last trial
                 s.tracked[cam] = [(k, num) for k, num in enumerate(filmed)]
     # an unregistered water-restriction number with one behaviour session
     unreg = None
-    if subjects >= 2 and sessions >= 2 and scale != "bench":
+    if unregistered and subjects >= 2 and sessions >= 2 and not bench:
         unreg = "xx99"
         start = dt.datetime(2018, 4, 3, 15, 12, int(rng.integers(0, 60)))
         n = int(rng.integers(sc.n_trials[0], sc.n_trials[1] + 1))
-        plan_sessions.append(Session(h2o=unreg, subject_id=None, start=start, day_index=0,
-                                     session_number=None,
-                                     trials=make_trials(rng, sc, n, round(float(rng.uniform(0.1, 30)), 4))))
+        plan_sessions.append(Session(
+            h2o=unreg, subject_id=None, start=start, day_index=0, session_number=None,
+            trials=make_trials(rng, sc, n, round(float(rng.uniform(0.1, 30)), 4))))
     return SharePlan(scale=sc, seed=seed, subjects=subs, sessions=plan_sessions,
                      unregistered_h2o=unreg)
 

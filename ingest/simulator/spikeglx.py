@@ -38,11 +38,13 @@ def electrode_of_channel(type_code: int, ch: int) -> tuple[int, int]:
 
 
 def site_position(type_code: int, shank: int, electrode: int) -> tuple[float, float]:
-    """(x, y) in um, probeinterface's convention (x from the left edge, y from the tip)."""
+    """(x, y) in um exactly as probeinterface's read_spikeglx places the site (x from the
+    leftmost column of shank 0, y from the tip row); Kilosort's 43/11/59/27 table is the
+    same geometry shifted by 11 um."""
     row, col = divmod(electrode, 2)
-    if type_code == 0:   # NP1.0 staggered: even rows 27/59 um, odd rows 11/43 um, 20 um pitch
-        return (27.0 if row % 2 == 0 else 11.0) + 32.0 * col, 20.0 * row
-    return 250.0 * shank + 27.0 + 32.0 * col, 15.0 * row  # NP2.0: 15 um rows, shanks 250 um apart
+    if type_code == 0:   # NP1.0 staggered: even rows 16/48 um, odd rows 0/32 um, 20 um pitch
+        return (16.0 if row % 2 == 0 else 0.0) + 32.0 * col, 20.0 * row
+    return 250.0 * shank + 32.0 * col, 15.0 * row  # NP2.0: 15 um rows, shanks 250 um apart
 
 
 def channel_positions(p: Probe) -> np.ndarray:

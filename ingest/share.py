@@ -1,0 +1,240 @@
+"""Share discovery: a record, in the database, of every file on the configured rig shares.
+
+MAP walked the whole share on every populate call. Here a scan records each file (path relative
+to its root, size, modification time); a re-scan writes only what is new, changed or gone, and
+ingest tables take their keys from the record, so populate never walks the share. A file that
+vanished stays recorded as vanished; folders that cannot be read are recorded as problems.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import datajoint as dj
+
+from pipeline import config as _config
+from pipeline.db import schema as _schema
+
+schema = _schema("ingest_share")
+
+# config key -> data kind
+DATA_KINDS = {
+    "behavior": "behavior_data_paths",
+    "tracking": "tracking_data_paths",
+    "ephys": "ephys_data_paths",
+    "video": "video_data_paths",
+    "histology": "histology_data_paths",
+}
+
+
+def path_hash(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@schema
+class ShareRoot(dj.Manual):
+    definition = """
+    # a configured share root: rig files of one kind under one folder
+    root_hash : char(32)             # MD5 of data kind and absolute path
+    ---
+    data_kind : enum('behavior','tracking','ephys','video','histology')
+    rig : varchar(24)
+    root_path : varchar(1024)
+    root_order : int32
+    last_scan = null : datetime
+    """
+
+
+@schema
+class ShareFile(dj.Manual):
+    definition = """
+    # a file seen on a share; vanished files stay, marked as such
+    -> ShareRoot
+    file_hash : char(32)             # MD5 of relpath
+    ---
+    relpath : varchar(1024)          # path relative to the root, '/'-separated
+    size : int64                     # bytes
+    mtime : float64                  # modification time (s since the epoch)
+    status : enum('present','vanished')
+    first_seen : datetime
+    changed = null : datetime        # last time a scan saw its size or mtime change
+    index (status)
+    """
+
+
+@schema
+class ScanProblem(dj.Manual):
+    definition = """
+    # something under a share root that the last scan could not read
+    -> ShareRoot
+    problem_hash : char(32)          # MD5 of relpath
+    ---
+    relpath : varchar(1024)
+    problem : varchar(1000)
+    seen : datetime
+    """
+
+
+@dataclass(frozen=True)
+class FileStat:
+    relpath: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class RootReport:
+    data_kind: str
+    rig: str
+    root: str
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def present(self) -> int:
+        return len(self.new) + len(self.changed) + self.unchanged
+
+
+def walk_share(root: Path) -> tuple[list[FileStat], list[tuple[str, str]]]:
+    """Every regular file under ``root`` (following folder links once), and what could not be read."""
+    files: list[FileStat] = []
+    problems: list[tuple[str, str]] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen_dirs:
+                problems.append((rel, "folder link loop: already scanned through another path"))
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(folder))
+        except OSError as err:
+            problems.append((rel or ".", f"cannot read folder: {err.strerror or err}"))
+            continue
+        for entry in entries:
+            name_rel = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                if entry.is_symlink():
+                    target = os.stat(entry.path)  # raises for dangling links and loops
+                    if os.path.isdir(entry.path):
+                        stack.append((entry.path, name_rel))
+                        continue
+                    files.append(FileStat(name_rel, target.st_size, target.st_mtime))
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name_rel))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    files.append(FileStat(name_rel, st.st_size, st.st_mtime))
+            except OSError as err:
+                problems.append((name_rel, f"cannot read: {err.strerror or err}"))
+    return files, problems
+
+
+def configured_roots(cfg: _config.PipelineConfig, kinds: Iterable[str]) -> list[dict]:
+    """ShareRoot rows for the configured ``*_data_paths`` of these kinds."""
+    rows = []
+    for kind in kinds:
+        for rig, path, order in cfg.data_paths(DATA_KINDS[kind]):
+            absolute = str(Path(path).expanduser().resolve())
+            rows.append(dict(root_hash=path_hash(f"{kind}:{absolute}"), data_kind=kind, rig=rig,
+                             root_path=absolute, root_order=order))
+    return rows
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def scan_root(root: dict) -> RootReport:
+    """Bring the record of one root up to date with what is on disk."""
+    started = time.perf_counter()
+    report = RootReport(root["data_kind"], root["rig"], root["root_path"])
+    on_disk, problems = walk_share(Path(root["root_path"]))
+    report.problems = problems
+    key = {"root_hash": root["root_hash"]}
+    known = {
+        rel: (size, mtime, status)
+        for rel, size, mtime, status in zip(*(ShareFile & key).to_arrays("relpath", "size", "mtime", "status"))
+    }
+    now = _now()
+    new_rows, changed_rows = [], []
+    for f in on_disk:
+        have = known.pop(f.relpath, None)
+        if have is None:
+            new_rows.append(dict(key, file_hash=path_hash(f.relpath), relpath=f.relpath, size=f.size, mtime=f.mtime,
+                                 status="present", first_seen=now))
+            report.new.append(f.relpath)
+        elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
+            changed_rows.append(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime,
+                                     status="present", changed=now))
+            report.changed.append(f.relpath)
+        else:
+            report.unchanged += 1
+    gone = [rel for rel, (_, _, status) in known.items() if status == "present"]
+    report.vanished = gone
+    conn = ShareFile.connection
+    with conn.transaction:
+        if new_rows:
+            ShareFile.insert(new_rows)
+        for row in changed_rows:
+            ShareFile.update1(row)
+        for rel in gone:
+            ShareFile.update1(dict(key, file_hash=path_hash(rel), status="vanished", changed=now))
+        (ScanProblem & key).delete_quick()
+        if problems:
+            ScanProblem.insert([dict(key, problem_hash=path_hash(rel), relpath=rel, problem=reason[:1000], seen=now)
+                                for rel, reason in dict(problems).items()])
+        ShareRoot.update1(dict(key, last_scan=now))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# Called after each root is scanned, by data kind: ingest modules register how they turn new
+# or changed files into keys of their own (e.g. Bpod file names into behaviour sessions).
+AFTER_SCAN: dict[str, list[Callable[[dict, RootReport], None]]] = {}
+
+
+def after_scan(kind: str):
+    def register(fn: Callable[[dict, RootReport], None]):
+        AFTER_SCAN.setdefault(kind, []).append(fn)
+        return fn
+
+    return register
+
+
+def scan(kinds: Iterable[str], cfg: _config.PipelineConfig | None = None) -> list[RootReport]:
+    """Scan every configured root of these kinds; returns one report per root."""
+    cfg = cfg or _config.active()
+    reports = []
+    for root in configured_roots(cfg, kinds):
+        if not Path(root["root_path"]).is_dir():
+            raise _config.ConfigError(
+                f"{root['data_kind']} share {root['root_path']} (key custom.{DATA_KINDS[root['data_kind']]}) "
+                "does not exist or is not a folder"
+            )
+        ShareRoot.insert1(root, skip_duplicates=True)
+        report = scan_root(root)
+        for hook in AFTER_SCAN.get(root["data_kind"], []):
+            hook(root, report)
+        reports.append(report)
+    return reports
+
+
+def present_files(kind: str) -> Iterator[dict]:
+    """Every present file of a kind, with its absolute path."""
+    rows = (ShareRoot * ShareFile & {"data_kind": kind, "status": "present"}).to_dicts()
+    for row in rows:
+        row["path"] = Path(row["root_path"]) / row["relpath"]
+        yield row
