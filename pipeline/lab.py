@@ -40,7 +40,7 @@ class AnimalStrain(dj.Lookup):
     definition = """
     animal_strain : varchar(30)
     """
-    contents = [(s,) for s in ("pl56", "kj18", "ai32", "ai35", "ai65", "C57BL/6J", "Sim1-Cre", "Tlx3-Cre")]
+    contents = [(s,) for s in ("pl56", "kj18", "ai32", "ai35", "ai65", "C57BL/6J", "Sim1-Cre", "Tlx3-Cre", "VGAT-ChR2-EYFP")]
 
 
 @schema

@@ -115,11 +115,15 @@ def _optional_decimal(value: Any) -> Decimal | None:
 
 
 def _one_of(choices: tuple | set, what: str) -> Callable[[Any], str]:
+    """A value from a lookup, matched without regard to case (MySQL compares that way, PostgreSQL
+    does not), returned in the lookup's own spelling."""
+    canonical = {str(c).lower(): c for c in choices}
+
     def parse(value: Any) -> str:
         text = "" if value is None else str(value).strip()
-        if text not in choices:
+        if text.lower() not in canonical:
             raise ValueError(f"{text!r} is not a known {what} (one of: {', '.join(sorted(choices))})")
-        return text
+        return canonical[text.lower()]
 
     return parse
 
