@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from pipeline import experiment, lab
+from pipeline import bulk, experiment, lab
 from pipeline.db import schema as _schema
 
 from . import share
@@ -47,16 +47,15 @@ class BehaviorSessionFile(dj.Manual):
 @share.after_scan("behavior")
 def record_session_files(root: dict, report: share.RootReport) -> None:
     """Turn newly seen Bpod files into session-file rows; clear the errors of changed ones."""
+    known = {(h2o, when) for h2o, when in bulk.select_rows(BehaviorSessionFile, ("water_restriction_number", "session_datetime"))}
     rows = []
     for rel in report.new + report.changed:
-        parsed = parse_bpod_filename(Path(rel).name)
-        if parsed is None:
+        parsed = parse_bpod_filename(rel.rsplit("/", 1)[-1])
+        if parsed is None or (parsed.h2o, parsed.datetime) in known:
             continue
-        h2o, protocol, when = parsed
-        rows.append(dict(water_restriction_number=h2o, session_datetime=when, root_hash=root["root_hash"],
-                         file_hash=share.path_hash(rel), protocol=protocol[:64]))
-    fresh = [r for r in rows if not (BehaviorSessionFile & {k: r[k] for k in ("water_restriction_number", "session_datetime")})]
-    BehaviorSessionFile.insert(fresh)
+        known.add((parsed.h2o, parsed.datetime))
+        rows.append((parsed.h2o, parsed.datetime, root["root_hash"], share.path_hash(rel), parsed.protocol[:64]))
+    bulk.insert_rows(BehaviorSessionFile, SESSION_FILE_COLUMNS, rows)
     changed = [{"root_hash": root["root_hash"], "file_hash": share.path_hash(rel)} for rel in report.changed]
     if changed:
         # A file fixed after a failed ingest gets another try.
@@ -65,6 +64,9 @@ def record_session_files(root: dict, report: share.RootReport) -> None:
             from pipeline.jobs import clear_errors
 
             clear_errors(BehaviorIngest, keys)
+
+
+SESSION_FILE_COLUMNS = ("water_restriction_number", "session_datetime", "root_hash", "file_hash", "protocol")
 
 
 def registered_files() -> dj.expression.QueryExpression:
@@ -156,21 +158,22 @@ def trial_rows(session_key: dict, session) -> dict[str, list]:
             continue
         tkey = {**session_key, "trial": trial.number}
         rows["trial"].append({**tkey, "trial_uid": trial_uid(session_key, trial.number),
-                              "start_time": trial.start_time, "stop_time": trial.end_time})
+                              "start_time": record.start_time, "stop_time": record.stop_time})
         rows["behavior"].append({**tkey, "task": TASK, "task_protocol": TASK_PROTOCOL,
                                  "trial_instruction": record.instruction, "early_lick": record.early_lick,
                                  "outcome": record.outcome, "auto_water": record.auto_water, "free_water": record.free_water})
-        rows["note"] += [{**tkey, "trial_note_type": kind, "trial_note": str(text)} for kind, text in record.notes.items()]
-        rows["event"] += [{**tkey, "trial_event_id": i, "trial_event_type": kind, "trial_event_time": time, "duration": duration}
-                          for i, (kind, time, duration) in enumerate(record.events)]
-        rows["action"] += [{**tkey, "action_event_id": i, "action_event_type": kind, "action_event_time": time}
-                           for i, (kind, time) in enumerate(record.actions)]
+        rows["note"] += [{**tkey, "trial_note_type": kind, "trial_note": str(text)} for kind, text in record.notes]
+        rows["event"] += [{**tkey, "trial_event_id": i, "trial_event_type": e.trial_event_type,
+                           "trial_event_time": e.time, "duration": e.duration} for i, e in enumerate(record.trial_events)]
+        rows["action"] += [{**tkey, "action_event_id": i, "action_event_type": a.action_event_type, "action_event_time": a.time}
+                           for i, a in enumerate(record.action_events)]
         code = getattr(trial, "stim_code", 0)
         if code in PHOTOSTIMS:
             rows["photostim_codes"].add(code)
             rows["photostim_trial"].append(tkey)
+            sample = record.event("sample")
             rows["photostim_event"].append({**tkey, "photostim_event_id": 0, "photo_stim": code,
-                                            "photostim_event_time": record.sample_start or 0.0, "power": 0.0})
+                                            "photostim_event_time": sample.time if sample else 0.0, "power": 0.0})
     return rows
 
 

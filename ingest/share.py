@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 import datajoint as dj
 
+from pipeline import bulk
 from pipeline import config as _config
 from pipeline.db import schema as _schema
 
@@ -31,6 +32,9 @@ DATA_KINDS = {
     "video": "video_data_paths",
     "histology": "histology_data_paths",
 }
+
+
+NEW_FILE_COLUMNS = ("root_hash", "file_hash", "relpath", "size", "mtime", "status", "first_seen")
 
 
 def path_hash(text: str) -> str:
@@ -164,17 +168,14 @@ def scan_root(root: dict) -> RootReport:
     on_disk, problems = walk_share(Path(root["root_path"]))
     report.problems = problems
     key = {"root_hash": root["root_hash"]}
-    known = {
-        rel: (size, mtime, status)
-        for rel, size, mtime, status in zip(*(ShareFile & key).to_arrays("relpath", "size", "mtime", "status"))
-    }
+    columns = ("relpath", "size", "mtime", "status")
+    known = {rel: (size, mtime, status) for rel, size, mtime, status in bulk.select_rows(ShareFile, columns, key)}
     now = _now()
     new_rows, changed_rows = [], []
     for f in on_disk:
         have = known.pop(f.relpath, None)
         if have is None:
-            new_rows.append(dict(key, file_hash=path_hash(f.relpath), relpath=f.relpath, size=f.size, mtime=f.mtime,
-                                 status="present", first_seen=now))
+            new_rows.append((root["root_hash"], path_hash(f.relpath), f.relpath, f.size, f.mtime, "present", now))
             report.new.append(f.relpath)
         elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
             changed_rows.append(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime,
@@ -184,14 +185,12 @@ def scan_root(root: dict) -> RootReport:
             report.unchanged += 1
     gone = [rel for rel, (_, _, status) in known.items() if status == "present"]
     report.vanished = gone
-    conn = ShareFile.connection
-    with conn.transaction:
-        if new_rows:
-            ShareFile.insert(new_rows)
+    with ShareFile.connection.transaction:
+        bulk.insert_rows(ShareFile, NEW_FILE_COLUMNS, new_rows)
         for row in changed_rows:
             ShareFile.update1(row)
-        for rel in gone:
-            ShareFile.update1(dict(key, file_hash=path_hash(rel), status="vanished", changed=now))
+        bulk.update_where_in(ShareFile, {"status": "vanished", "changed": now}, key, "file_hash",
+                             [path_hash(rel) for rel in gone])
         (ScanProblem & key).delete_quick()
         if problems:
             ScanProblem.insert([dict(key, problem_hash=path_hash(rel), relpath=rel, problem=reason[:1000], seen=now)

@@ -213,8 +213,8 @@ class SessionTrial(dj.Imported):
     trial : int16                   # trial number (1-based indexing)
     ---
     trial_uid : int64               # unique across sessions and animals
-    start_time : decimal(9,4)       # (s) relative to session beginning
-    stop_time : decimal(9,4)        # (s) relative to session beginning
+    start_time : decimal(12,6)      # (s) relative to session beginning (MAP: decimal(9,4); here to 1 us)
+    stop_time : decimal(12,6)       # (s) relative to session beginning
     """
 
 
@@ -252,8 +252,8 @@ class TrialEvent(dj.Imported):
     trial_event_id : int16
     ---
     -> TrialEventType
-    trial_event_time : decimal(8,4)   # (s) from trial start, not session start
-    duration : decimal(8,4)           # (s)
+    trial_event_time : decimal(10,6)  # (s) from trial start, not session start (MAP: decimal(8,4))
+    duration : decimal(10,6)          # (s)
     """
 
 
@@ -265,7 +265,7 @@ class ActionEvent(dj.Imported):
     action_event_id : int16
     ---
     -> ActionEventType
-    action_event_time : decimal(8,4)  # (s) from trial start
+    action_event_time : decimal(10,6) # (s) from trial start (MAP: decimal(8,4))
     """
 
 
@@ -285,7 +285,7 @@ class PhotostimEvent(dj.Imported):
     photostim_event_id : int16
     ---
     -> Photostim
-    photostim_event_time : decimal(8,3)   # (s) from trial start
+    photostim_event_time : decimal(10,6)  # (s) from trial start
     power : decimal(8,3)                  # maximal power (mW)
     """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .matfile import save_v5
-from .model import PROTOCOL, STATE_NAMES, Session
+from .model import PROTOCOL, STATE_NAMES, Session, stim_code
 
 EVENT_CODES = {"Port1In": 69, "Port1Out": 70, "Port2In": 71, "Port2Out": 72, "Tup": 255}
 
@@ -64,6 +64,7 @@ def session_data(s: Session) -> dict:
         "TrialStartTimestamp": np.array([t.start for t in s.trials], float),
         "TrialEndTimestamp": np.array([t.end for t in s.trials], float),
         "TrialTypes": np.array([t.trial_type_code for t in s.trials], float),
+        "StimTrials": np.array([stim_code(t) for t in s.trials], float),
         "TrialSettings": _cell(settings),
         "Info": {"BpodSoftwareVersion": "0.7", "StateMachineVersion": "Bpod 0.7",
                  "SessionDate": s.start.strftime("%d-%b-%Y"),

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .model import RIG, SharePlan, Session
+from .model import RIG, SharePlan, Session, stim_code
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +50,7 @@ def trial_entry(tr) -> dict:
         "go_cue": tr.go_cue,
         "states": {k: v for k, v in tr.states.items() if v},
         "licks_left": tr.licks_left, "licks_right": tr.licks_right,
+        "stim_code": stim_code(tr),
     }
 
 

@@ -223,6 +223,14 @@ def _lick_train(rng: np.random.Generator, t0: float, t1: float) -> list:
     return out
 
 
+def stim_code(trial) -> int:
+    """MAP's per-trial photostim code (SessionData.StimTrials): 0 = no light, 4/5/6 = left/right/both
+    ALM. Derived from the bitcode, so it needs no draw from the random stream."""
+    if trial.protocol_type < 3 or trial.bitcode % 4:
+        return 0
+    return (4, 5, 6)[trial.bitcode % 3]
+
+
 def make_trials(rng: np.random.Generator, scale: Scale, n: int, first_start: float) -> list:
     """The trial sequence of one delay-task session, with every outcome kind represented."""
     ep = scale.epochs
