@@ -179,7 +179,7 @@ def trial_rows(session_key: dict, session) -> dict[str, list]:
 
 def unregistered_report() -> list[str]:
     """Bpod files of water-restriction numbers nobody registered: one line per h2o, not errors."""
-    unregistered = BehaviorSessionFile.restrict(
+    unregistered = BehaviorSessionFile().restrict(
         dj.Not(lab.WaterRestriction.proj("water_restriction_number")), semantic_check=False)
     counts: dict[str, int] = {}
     for h2o in unregistered.to_arrays("water_restriction_number"):

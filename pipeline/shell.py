@@ -172,7 +172,7 @@ def _shell(args: argparse.Namespace) -> int:
 # --- entry point ------------------------------------------------------------------------------
 
 # Modules that register more commands; importing them must not connect to a database.
-PLUGIN_MODULES: list[str] = ["pipeline.demo"]
+PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands"]
 
 
 def _load_command_modules() -> None:

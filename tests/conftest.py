@@ -86,3 +86,45 @@ def clean_lab(modules):
     lab = modules["lab"]
     for table in (lab.Surgery, lab.WaterRestriction, lab.Subject, lab.Virus, lab.Rig, lab.Person):
         table().delete(prompt=False)
+
+
+# --- simulated shares --------------------------------------------------------------------------
+
+def use_share_paths(manifest: dict) -> None:
+    """Point the pipeline's configuration at a simulated share."""
+    from pipeline import config
+
+    cfg = config.load_config(check_paths=False)
+    for key, value in manifest["paths"].items():
+        cfg.settings[f"custom.{key}"] = config.Setting(f"custom.{key}", value, "test")
+    config.set_active(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_share():
+    """A tiny simulated lab share (written once per run) and its manifest."""
+    from ingest.simulator import simulate_share
+
+    root = RUN_DIR / "tiny-share"
+    return root, simulate_share(root, subjects=2, sessions=2, scale="tiny", seed=7)
+
+
+def wipe_pipeline_data(modules) -> None:
+    """Delete everything ingest and manual entry put in, leaving lookups: tests start clean."""
+    import importlib
+
+    for name in ("ingest.tracking", "ingest.behavior", "ingest.share"):
+        module = importlib.import_module(name)
+        for table in ("TrackingIngest", "BehaviorIngest"):
+            if hasattr(module, table):
+                job_table = getattr(module, table)().jobs
+                job_table.delete_quick()
+    experiment, lab = modules["experiment"], modules["lab"]
+    experiment.Session().delete(prompt=False)
+    for name in ("ingest.tracking", "ingest.behavior", "ingest.share"):
+        module = importlib.import_module(name)
+        for table in ("TrackingSessionFolder", "BehaviorSessionFile", "ScanProblem", "ShareFile", "ShareRoot"):
+            if hasattr(module, table):
+                getattr(module, table)().delete_quick()
+    for table in (lab.Surgery, lab.WaterRestriction, lab.Subject, lab.Rig, lab.Person):
+        table().delete(prompt=False)

@@ -212,8 +212,9 @@ def read_nrrd_header(path: Path | str) -> VolumeInfo:
                       offset, data_path, byte_skip)
 
 
-def _byte_stream(info: VolumeInfo) -> Iterator[bytes]:
-    """The uncompressed data bytes, in pieces."""
+def _byte_stream(info: VolumeInfo, piece: int = _READ_BYTES) -> Iterator[bytes]:
+    """The uncompressed data bytes, in pieces of at most ``piece`` bytes (label volumes compress
+    1000-fold: without a bound one small read would decompress to the whole volume)."""
     enc = info.encoding.lower()
     if enc == "raw":
         decomp = None
@@ -227,24 +228,39 @@ def _byte_stream(info: VolumeInfo) -> Iterator[bytes]:
         fh = open(info.data_path, "rb")
     except OSError as err:
         raise ReaderError(info.data_path, f"cannot read NRRD data: {err.strerror or err}") from None
+    skip = info.byte_skip
+
+    def emit(out: bytes):
+        nonlocal skip
+        if skip > 0:
+            cut = min(skip, len(out))
+            out, skip = out[cut:], skip - cut
+        return out
+
     with fh:
         fh.seek(info.data_offset)
-        skip = info.byte_skip
-        while True:
-            raw = fh.read(_READ_BYTES)
-            if not raw:
-                break
-            try:
-                out = decomp.decompress(raw) if decomp else raw
-            except (zlib.error, OSError, ValueError) as err:
-                raise ReaderError(info.path, f"corrupt {info.encoding} data: {err}") from None
-            if skip > 0:
-                cut = min(skip, len(out))
-                out, skip = out[cut:], skip - cut
-            if out:
-                yield out
-            if decomp is not None and getattr(decomp, "eof", False):
-                break
+        if decomp is None:
+            while raw := fh.read(piece):
+                if out := emit(raw):
+                    yield out
+            return
+        try:
+            if isinstance(decomp, bz2.BZ2Decompressor):
+                while not decomp.eof:
+                    raw = fh.read(piece) if decomp.needs_input else b""
+                    if decomp.needs_input and not raw:
+                        break
+                    if out := emit(decomp.decompress(raw, max_length=piece)):
+                        yield out
+            else:
+                while not decomp.eof:
+                    data = decomp.unconsumed_tail or fh.read(piece)
+                    if not data:
+                        break
+                    if out := emit(decomp.decompress(data, piece)):
+                        yield out
+        except (zlib.error, OSError, ValueError, EOFError) as err:
+            raise ReaderError(info.path, f"corrupt {info.encoding} data: {err}") from None
 
 
 def iter_nrrd_slabs(info: VolumeInfo | Path | str, thickness: int) -> Iterator[tuple[int, np.ndarray]]:
