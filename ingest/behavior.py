@@ -37,8 +37,9 @@ class BehaviorSessionFile(dj.Manual):
     definition = """
     # a Bpod session file found by the share scan, keyed by what its name says
     water_restriction_number : varchar(16)
-    session_datetime : datetime        # start of the session, from the file name
-    ---
+    session_stamp : char(15)           # YYYYMMDD_HHMMSS from the file name (a datetime key breaks
+    ---                                # DataJoint 2.3's job tables on PostgreSQL)
+    session_datetime : datetime        # start of the session
     -> share.ShareFile
     protocol : varchar(64)             # Bpod protocol folder/name part
     """
@@ -47,14 +48,15 @@ class BehaviorSessionFile(dj.Manual):
 @share.after_scan("behavior")
 def record_session_files(root: dict, report: share.RootReport) -> None:
     """Turn newly seen Bpod files into session-file rows; clear the errors of changed ones."""
-    known = {(h2o, when) for h2o, when in bulk.select_rows(BehaviorSessionFile, ("water_restriction_number", "session_datetime"))}
+    known = {(h2o, stamp) for h2o, stamp in bulk.select_rows(BehaviorSessionFile, ("water_restriction_number", "session_stamp"))}
     rows = []
     for rel in report.new + report.changed:
         parsed = parse_bpod_filename(rel.rsplit("/", 1)[-1])
-        if parsed is None or (parsed.h2o, parsed.datetime) in known:
+        stamp = f"{parsed.datetime:%Y%m%d_%H%M%S}" if parsed else None
+        if parsed is None or (parsed.h2o, stamp) in known:
             continue
-        known.add((parsed.h2o, parsed.datetime))
-        rows.append((parsed.h2o, parsed.datetime, root["root_hash"], share.path_hash(rel), parsed.protocol[:64]))
+        known.add((parsed.h2o, stamp))
+        rows.append((parsed.h2o, stamp, parsed.datetime, root["root_hash"], share.path_hash(rel), parsed.protocol[:64]))
     bulk.insert_rows(BehaviorSessionFile, SESSION_FILE_COLUMNS, rows)
     changed = [{"root_hash": root["root_hash"], "file_hash": share.path_hash(rel)} for rel in report.changed]
     if changed:
@@ -66,7 +68,7 @@ def record_session_files(root: dict, report: share.RootReport) -> None:
             clear_errors(BehaviorIngest, keys)
 
 
-SESSION_FILE_COLUMNS = ("water_restriction_number", "session_datetime", "root_hash", "file_hash", "protocol")
+SESSION_FILE_COLUMNS = ("water_restriction_number", "session_stamp", "session_datetime", "root_hash", "file_hash", "protocol")
 
 
 def registered_files() -> dj.expression.QueryExpression:
@@ -108,8 +110,8 @@ class BehaviorIngest(dj.Imported):
             raise dj.DataJointError(
                 f"{path}: subject {subject['subject_id']} has no responsible person (lab.Subject.username); "
                 "add one with mapshell load-subjects")
-        when = key["session_datetime"]
-        session_key = {"subject_id": subject["subject_id"], "session": session_number(subject["subject_id"], when)}
+        when = source["session_datetime"]
+        session_key = {"subject_id": subject["subject_id"], "session": session_number(subject["subject_id"], key["session_stamp"])}
         experiment.Session.insert1({**session_key, "session_date": when.date(), "session_time": when.time(),
                                     "username": subject["username"], "rig": ensure_rig(source["rig"])})
         rows = trial_rows(session_key, session)
@@ -127,13 +129,13 @@ class BehaviorIngest(dj.Imported):
                                    "file_md5": hashlib.md5(content).hexdigest()})
 
 
-def session_number(subject_id: int, when: dt.datetime) -> int:
+def session_number(subject_id: int, stamp: str) -> int:
     """MAP numbers sessions 1, 2, ... per subject. Here the number is the session's rank, by start
     time, among the subject's known session files, so parallel workers agree without a race; a
     file that turns up after later sessions were numbered gets the next free number."""
     h2o = (lab.WaterRestriction & {"subject_id": subject_id}).to_arrays("water_restriction_number")[0]
-    starts = sorted((BehaviorSessionFile & {"water_restriction_number": h2o}).to_arrays("session_datetime"))
-    rank = 1 + sum(1 for s in starts if s < when)
+    stamps = (BehaviorSessionFile & {"water_restriction_number": h2o}).to_arrays("session_stamp")
+    rank = 1 + sum(1 for s in stamps if s < stamp)
     taken = set((experiment.Session & {"subject_id": subject_id}).to_arrays("session").tolist())
     return rank if rank not in taken else max(taken) + 1
 

@@ -270,9 +270,26 @@ def test_region_voxels_equal_numpy(loaded, share):
 
 # --- mapshell -----------------------------------------------------------------------------------
 
-def test_mapshell_load_ccf(loaded, share, tmp_path, capsys, scratch_versions):
+@pytest.fixture
+def shell_registry():
+    """Register load-ccf for this test only: mapshell's registry is left as it was found."""
+    import importlib
+
+    from pipeline import shell
+
+    commands, errors = dict(shell.COMMANDS), list(shell.EXTRA_ERRORS)
+    from pipeline import ccf_commands
+
+    yield importlib.reload(ccf_commands)
+    shell.COMMANDS.clear()
+    shell.COMMANDS.update(commands)
+    shell.EXTRA_ERRORS[:] = errors
+
+
+def test_mapshell_load_ccf(loaded, share, tmp_path, capsys, scratch_versions, shell_registry):
     ccf, _ = loaded
-    from pipeline import ccf_commands, config
+    ccf_commands = shell_registry
+    from pipeline import config
     from pipeline.shell import COMMANDS, main
 
     assert "load-ccf" in COMMANDS
