@@ -58,6 +58,14 @@ def record_session_folders(root: dict, report: share.RootReport) -> None:
             known.add(key)
             rows.append((*key, root["root_hash"], rel.rsplit("/", 1)[0]))
     bulk.insert_rows(TrackingSessionFolder, ("water_restriction_number", "session_date", "day_index", "root_hash", "folder"), rows)
+    changed_folders = {rel.rsplit("/", 1)[0] for rel in report.changed if FOLDER_RE.match(rel)}
+    if changed_folders:
+        # A file fixed after a failed ingest gets another try.
+        from pipeline.jobs import clear_errors
+
+        keys = [{"subject_id": s, "session": n} for (s, n), f in session_folders().items() if f["folder"] in changed_folders]
+        if keys:
+            clear_errors(TrackingIngest, keys)
 
 
 def _time_of_day(value) -> dt.time:
@@ -130,9 +138,9 @@ class TrackingIngest(dj.Imported):
             trial = maps[parsed.camera].get(parsed.trial)
             if trial is None:
                 raise ReaderError(root / prefix / name, f"file index {parsed.trial} is not in the {parsed.camera} trial map")
+            track = read_dlc_csv(root / prefix / name, required_parts=MAP_FEATURES)  # every file is checked
             if trial not in trials:  # a training trial: the behaviour ingest skipped it
                 continue
-            track = read_dlc_csv(root / prefix / name, required_parts=MAP_FEATURES)
             tkey = {**key, "trial": trial, "tracking_device": devices[parsed.camera]}
             rows.append({**tkey, "tracking_samples": track.n_frames})
             files.append({**tkey, "tracking_file": (prefix + name)[:255]})

@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from . import config
 
-        config.set_active(config.load_config(args.config, check_paths=False))
+        if args.config:
+            config.set_active(config.load_config(args.config, check_paths=False))
         return COMMANDS[args.command].run(args) or 0
     except errors as err:
         print(f"mapshell {args.command}: error: {err}", file=sys.stderr)

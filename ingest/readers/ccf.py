@@ -104,6 +104,8 @@ def read_ontology(path: Path | str) -> Ontology:
             raise ReaderError(path, f"line {line}: structure_id_path {sid_path!r} is not /id/id/.../") from None
         if ids[-1] != sid:
             raise ReaderError(path, f"line {line}: structure_id_path {sid_path!r} does not end with the id {sid}")
+        if len(acronym) > 64 or len(sid_path) > 255:
+            raise ReaderError(path, f"line {line}: acronym longer than 64 or structure_id_path longer than 255 characters")
         color = value("color_hex_triplet").lstrip("#")
         if not _HEX.match(color):
             raise ReaderError(path, f"line {line}: color_hex_triplet {color!r} is not six hex digits")
