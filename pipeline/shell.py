@@ -172,7 +172,7 @@ def _shell(args: argparse.Namespace) -> int:
 # --- entry point ------------------------------------------------------------------------------
 
 # Modules that register more commands; importing them must not connect to a database.
-PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands"]
+PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands", "pipeline.ccf_commands"]
 
 
 def _load_command_modules() -> None:
@@ -213,4 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, whose registry the plugin modules add their commands to.
+    from pipeline.shell import main as _main
+
+    sys.exit(_main())
