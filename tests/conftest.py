@@ -109,22 +109,28 @@ def tiny_share():
     return root, simulate_share(root, subjects=2, sessions=2, scale="tiny", seed=7)
 
 
+# Ingest modules, downstream first: their key tables and job tables are emptied by the wipe.
+INGEST_MODULES = ["ingest.tracking", "ingest.behavior", "ingest.share"]
+
+
 def wipe_pipeline_data(modules) -> None:
     """Delete everything ingest and manual entry put in, leaving lookups: tests start clean."""
     import importlib
 
-    for name in ("ingest.tracking", "ingest.behavior", "ingest.share"):
-        module = importlib.import_module(name)
-        for table in ("TrackingIngest", "BehaviorIngest"):
-            if hasattr(module, table):
-                job_table = getattr(module, table)().jobs
-                job_table.delete_quick()
-    experiment, lab = modules["experiment"], modules["lab"]
-    experiment.Session().delete(prompt=False)
-    for name in ("ingest.tracking", "ingest.behavior", "ingest.share"):
-        module = importlib.import_module(name)
-        for table in ("TrackingSessionFolder", "BehaviorSessionFile", "ScanProblem", "ShareFile", "ShareRoot"):
-            if hasattr(module, table):
-                getattr(module, table)().delete_quick()
+    import datajoint as dj
+
+    ingest_modules = [importlib.import_module(name) for name in INGEST_MODULES]
+    for module in ingest_modules:
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, (dj.Imported, dj.Computed)) and value.__module__ == module.__name__:
+                value().jobs.delete_quick()
+    modules["experiment"].Session().delete(prompt=False)  # cascades to everything made from sessions
+    for module in ingest_modules:
+        tables = [v for v in vars(module).values()
+                  if isinstance(v, type) and issubclass(v, dj.Table) and not issubclass(v, dj.Part)
+                  and v.__module__ == module.__name__]
+        for table in reversed(tables):
+            table().delete(prompt=False)
+    lab = modules["lab"]
     for table in (lab.Surgery, lab.WaterRestriction, lab.Subject, lab.Rig, lab.Person):
         table().delete(prompt=False)
