@@ -47,20 +47,33 @@ class BehaviorSessionFile(dj.Manual):
 
 @share.after_scan("behavior")
 def record_session_files(root: dict, report: share.RootReport) -> None:
-    """Turn newly seen Bpod files into session-file rows; clear the errors of changed ones."""
-    known = {(h2o, stamp) for h2o, stamp in bulk.select_rows(BehaviorSessionFile, ("water_restriction_number", "session_stamp"))}
+    """Turn Bpod files of registered water-restriction numbers into session-file rows.
+
+    New and changed files are looked at; so are all files of a number registered since the last
+    scan. Files of unregistered numbers get no row: ``unregistered_report`` counts them instead.
+    A changed file's recorded ingest error is cleared, so a fixed file gets another try.
+    """
+    registered = set(lab.WaterRestriction().to_arrays("water_restriction_number").tolist())
+    keyed = {h2o for (h2o,) in bulk.select_rows(BehaviorSessionFile, ("water_restriction_number",))}
+    candidates = report.new + report.changed
+    newly_registered = registered - keyed
+    if newly_registered:
+        candidates += [rel for (rel,) in bulk.select_rows(share.ShareFile, ("relpath",), {"root_hash": root["root_hash"], "status": "present"})
+                       if rel.split("/", 1)[0] in newly_registered]
+    known = set(bulk.select_rows(BehaviorSessionFile, ("water_restriction_number", "session_stamp")))
     rows = []
-    for rel in report.new + report.changed:
-        parsed = parse_bpod_filename(rel.rsplit("/", 1)[-1])
-        stamp = f"{parsed.datetime:%Y%m%d_%H%M%S}" if parsed else None
-        if parsed is None or (parsed.h2o, stamp) in known:
+    for rel in candidates:
+        parsed = parse_bpod_filename(rel)
+        if parsed is None or parsed.h2o not in registered:
+            continue
+        stamp = f"{parsed.datetime:%Y%m%d_%H%M%S}"
+        if (parsed.h2o, stamp) in known:
             continue
         known.add((parsed.h2o, stamp))
         rows.append((parsed.h2o, stamp, parsed.datetime, root["root_hash"], share.path_hash(rel), parsed.protocol[:64]))
     bulk.insert_rows(BehaviorSessionFile, SESSION_FILE_COLUMNS, rows)
     changed = [{"root_hash": root["root_hash"], "file_hash": share.path_hash(rel)} for rel in report.changed]
     if changed:
-        # A file fixed after a failed ingest gets another try.
         keys = (BehaviorSessionFile & changed).proj().to_dicts()
         if keys:
             from pipeline.jobs import clear_errors
@@ -181,10 +194,12 @@ def trial_rows(session_key: dict, session) -> dict[str, list]:
 
 def unregistered_report() -> list[str]:
     """Bpod files of water-restriction numbers nobody registered: one line per h2o, not errors."""
-    unregistered = BehaviorSessionFile().restrict(
-        dj.Not(lab.WaterRestriction.proj("water_restriction_number")), semantic_check=False)
+    registered = set(lab.WaterRestriction().to_arrays("water_restriction_number").tolist())
     counts: dict[str, int] = {}
-    for h2o in unregistered.to_arrays("water_restriction_number"):
-        counts[h2o] = counts.get(h2o, 0) + 1
+    for root in (share.ShareRoot & {"data_kind": "behavior"}).to_dicts():
+        for (rel,) in bulk.select_rows(share.ShareFile, ("relpath",), {"root_hash": root["root_hash"], "status": "present"}):
+            parsed = parse_bpod_filename(rel)
+            if parsed is not None and parsed.h2o not in registered:
+                counts[parsed.h2o] = counts.get(parsed.h2o, 0) + 1
     return [f"not ingested: {n} behaviour file(s) of water-restriction number {h2o}, which is not registered "
             f"(add it with mapshell load-subjects)" for h2o, n in sorted(counts.items())]

@@ -37,6 +37,7 @@ class IngestStage:
 INGEST_STAGES: list[IngestStage] = [
     IngestStage("behavior", ("behavior",), "ingest.behavior:BehaviorIngest",
                 "load Bpod sessions and trials from the behaviour shares", "ingest.behavior:unregistered_report"),
+    IngestStage("ephys", ("ephys",), "ingest.ephys:EphysIngest", "load CatGT recordings and their Kilosort/JRCLUST sortings for ingested sessions", "ingest.ephys:ingest_report"),
     IngestStage("tracking", ("tracking",), "ingest.tracking:TrackingIngest",
                 "load DeepLabCut tracking for ingested sessions"),
 ]

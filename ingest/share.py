@@ -14,7 +14,8 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import datajoint as dj
 
@@ -34,7 +35,7 @@ DATA_KINDS = {
 }
 
 
-NEW_FILE_COLUMNS = ("root_hash", "file_hash", "relpath", "size", "mtime", "status", "first_seen")
+NEW_FILE_COLUMNS = ("root_hash", "file_hash", "relpath", "dir_hash", "size", "mtime", "status", "first_seen")
 
 
 def path_hash(text: str) -> str:
@@ -63,12 +64,27 @@ class ShareFile(dj.Manual):
     file_hash : char(32)             # MD5 of relpath
     ---
     relpath : varchar(1024)          # path relative to the root, '/'-separated
+    dir_hash : char(32)              # MD5 of the folder part of relpath (see ShareDir)
     size : int64                     # bytes
     mtime : float64                  # modification time (s since the epoch)
     status : enum('present','vanished')
     first_seen : datetime
     changed = null : datetime        # last time a scan saw its size or mtime change
     index (status)
+    """
+
+
+@schema
+class ShareDir(dj.Manual):
+    definition = """
+    # a folder's fingerprint at the last scan: a re-scan compares files only in folders whose
+    # fingerprint (names, sizes, modification times of the files directly in it) changed
+    -> ShareRoot
+    dir_hash : char(32)              # MD5 of reldir
+    ---
+    reldir : varchar(1024)           # folder relative to the root ('' for the root itself)
+    fingerprint : char(32)
+    n_files : int32
     """
 
 
@@ -85,8 +101,7 @@ class ScanProblem(dj.Manual):
     """
 
 
-@dataclass(frozen=True)
-class FileStat:
+class FileStat(NamedTuple):
     relpath: str
     size: int
     mtime: float
@@ -109,9 +124,10 @@ class RootReport:
         return len(self.new) + len(self.changed) + self.unchanged
 
 
-def walk_share(root: Path) -> tuple[list[FileStat], list[tuple[str, str]]]:
-    """Every regular file under ``root`` (following folder links once), and what could not be read."""
-    files: list[FileStat] = []
+def walk_share(root: Path) -> tuple[dict[str, list[FileStat]], list[tuple[str, str]]]:
+    """Every regular file under ``root`` grouped by folder (following folder links once), and
+    what could not be read."""
+    folders: dict[str, list[FileStat]] = {}
     problems: list[tuple[str, str]] = []
     seen_dirs: set[tuple[int, int]] = set()
     stack = [(str(root), "")]
@@ -127,23 +143,30 @@ def walk_share(root: Path) -> tuple[list[FileStat], list[tuple[str, str]]]:
         except OSError as err:
             problems.append((rel or ".", f"cannot read folder: {err.strerror or err}"))
             continue
+        files = folders.setdefault(rel, [])
+        prefix = f"{rel}/" if rel else ""
         for entry in entries:
-            name_rel = f"{rel}/{entry.name}" if rel else entry.name
             try:
-                if entry.is_symlink():
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, prefix + entry.name))
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if S_ISREG(st.st_mode):
+                    files.append(FileStat(prefix + entry.name, st.st_size, st.st_mtime))
+                elif S_ISLNK(st.st_mode):
                     target = os.stat(entry.path)  # raises for dangling links and loops
-                    if os.path.isdir(entry.path):
-                        stack.append((entry.path, name_rel))
-                        continue
-                    files.append(FileStat(name_rel, target.st_size, target.st_mtime))
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, name_rel))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    files.append(FileStat(name_rel, st.st_size, st.st_mtime))
+                    if S_ISDIR(target.st_mode):
+                        stack.append((entry.path, prefix + entry.name))
+                    elif S_ISREG(target.st_mode):
+                        files.append(FileStat(prefix + entry.name, target.st_size, target.st_mtime))
             except OSError as err:
-                problems.append((name_rel, f"cannot read: {err.strerror or err}"))
-    return files, problems
+                problems.append((prefix + entry.name, f"cannot read: {err.strerror or err}"))
+    return folders, problems
+
+
+def fingerprint(files: list[FileStat]) -> str:
+    text = "\n".join(f"{f.relpath}\t{f.size}\t{f.mtime!r}" for f in sorted(files))
+    return hashlib.md5(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def configured_roots(cfg: _config.PipelineConfig, kinds: Iterable[str]) -> list[dict]:
@@ -168,29 +191,43 @@ def scan_root(root: dict) -> RootReport:
     on_disk, problems = walk_share(Path(root["root_path"]))
     report.problems = problems
     key = {"root_hash": root["root_hash"]}
-    columns = ("relpath", "size", "mtime", "status")
-    known = {rel: (size, mtime, status) for rel, size, mtime, status in bulk.select_rows(ShareFile, columns, key)}
+    recorded = {reldir: (dir_hash, fp) for dir_hash, reldir, fp in bulk.select_rows(ShareDir, ("dir_hash", "reldir", "fingerprint"), key)}
+    prints = {reldir: fingerprint(files) for reldir, files in on_disk.items()}
+    # Folders whose files need a file-by-file comparison: new, changed or gone.
+    differing = [d for d in set(prints) | set(recorded) if prints.get(d) != recorded.get(d, (None, None))[1]]
+    report.unchanged = sum(len(on_disk[d]) for d in prints if d not in differing)
+    known = {}
+    if differing:
+        hashes = {path_hash(d) for d in differing}
+        rows = bulk.select_rows(ShareFile, ("dir_hash", "relpath", "size", "mtime", "status"), key)
+        known = {rel: (size, mtime, status) for dh, rel, size, mtime, status in rows if dh in hashes}
     now = _now()
     new_rows, changed_rows = [], []
-    for f in on_disk:
-        have = known.pop(f.relpath, None)
-        if have is None:
-            new_rows.append((root["root_hash"], path_hash(f.relpath), f.relpath, f.size, f.mtime, "present", now))
-            report.new.append(f.relpath)
-        elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
-            changed_rows.append(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime,
-                                     status="present", changed=now))
-            report.changed.append(f.relpath)
-        else:
-            report.unchanged += 1
-    gone = [rel for rel, (_, _, status) in known.items() if status == "present"]
+    for reldir in differing:
+        dir_hash = path_hash(reldir)
+        for f in on_disk.get(reldir, ()):
+            have = known.pop(f.relpath, None)
+            if have is None:
+                new_rows.append((root["root_hash"], path_hash(f.relpath), f.relpath, dir_hash, f.size, f.mtime, "present", now))
+                report.new.append(f.relpath)
+            elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
+                changed_rows.append(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime,
+                                         status="present", changed=now))
+                report.changed.append(f.relpath)
+            else:
+                report.unchanged += 1
+    gone = sorted(rel for rel, (_, _, status) in known.items() if status == "present")
     report.vanished = gone
     with ShareFile.connection.transaction:
-        bulk.insert_rows(ShareFile, NEW_FILE_COLUMNS, new_rows)
+        bulk.insert_rows(ShareFile, NEW_FILE_COLUMNS, sorted(new_rows))
         for row in changed_rows:
             ShareFile.update1(row)
         bulk.update_where_in(ShareFile, {"status": "vanished", "changed": now}, key, "file_hash",
                              [path_hash(rel) for rel in gone])
+        stale = [recorded[d][0] for d in differing if d in recorded]
+        bulk.delete_where_in(ShareDir, key, "dir_hash", stale)
+        bulk.insert_rows(ShareDir, ("root_hash", "dir_hash", "reldir", "fingerprint", "n_files"),
+                         [(root["root_hash"], path_hash(d), d, prints[d], len(on_disk[d])) for d in differing if d in prints])
         (ScanProblem & key).delete_quick()
         if problems:
             ScanProblem.insert([dict(key, problem_hash=path_hash(rel), relpath=rel, problem=reason[:1000], seen=now)

@@ -8,13 +8,18 @@ tables of plain columns (numbers, strings, dates): no blobs, no codecs.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 from typing import Iterable, Sequence
 
 import datajoint as dj
+from pymysql.converters import escape_string
 
 from . import db
 
-CHUNK = 5000
+CHUNK = 10000
+PG_NULL = "\\N"  # COPY's NULL marker, so that '' stays an empty string
 
 
 def _quoted(table: dj.Table, columns: Sequence[str]) -> str:
@@ -23,21 +28,58 @@ def _quoted(table: dj.Table, columns: Sequence[str]) -> str:
 
 
 def insert_rows(table: type[dj.Table] | dj.Table, columns: Sequence[str], rows: Sequence[tuple]) -> int:
-    """INSERT the rows (tuples in ``columns`` order) in chunks; returns how many were sent."""
+    """INSERT the rows (tuples in ``columns`` order); returns how many were sent.
+
+    PostgreSQL gets them through ``COPY`` on the same connection (so inside any open
+    transaction); MySQL through multi-row INSERTs of pre-formatted literals. Values may be
+    str, int, float, bool, date/datetime or None.
+    """
     table = table() if isinstance(table, type) else table
     if not rows:
         return 0
-    head = f"INSERT INTO {table.full_table_name} ({_quoted(table, columns)}) VALUES "
     if db.backend() == "postgresql":
-        from psycopg2.extras import execute_values
-
-        execute_values(table.connection._conn.cursor(), head + "%s", rows, page_size=CHUNK)
-    else:
-        placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start:start + CHUNK]
-            table.connection.query(head + ", ".join([placeholders] * len(chunk)), [v for row in chunk for v in row])
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(
+            [tuple(PG_NULL if v is None else _pg_text(v) for v in row) for row in rows])
+        buffer.seek(0)
+        table.connection._conn.cursor().copy_expert(
+            f"COPY {table.full_table_name} ({_quoted(table, columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+        return len(rows)
+    head = f"INSERT INTO {table.full_table_name} ({_quoted(table, columns)}) VALUES "
+    # Column by column: one comprehension per column is several times faster than a call per value.
+    literal_columns = [[_mysql_literal(v) for v in column] if _needs_care(column) else [repr(v) for v in column]
+                       for column in zip(*rows)]
+    tuples = ["(" + ",".join(values) + ")" for values in zip(*literal_columns)]
+    for start in range(0, len(tuples), CHUNK):
+        table.connection.query(head + ",".join(tuples[start:start + CHUNK]))
     return len(rows)
+
+
+def _needs_care(column: tuple) -> bool:
+    """Everything but plain ints and floats needs quoting or escaping."""
+    return not all(type(v) in (int, float) for v in column)
+
+
+def _pg_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _mysql_literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "'" + escape_string(value) + "'"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return f"'{value.isoformat(sep=' ') if isinstance(value, dt.datetime) else value.isoformat()}'"
+    raise TypeError(f"bulk insert cannot send a {type(value).__name__}")
 
 
 def select_rows(table: type[dj.Table] | dj.Table, columns: Sequence[str], where: dict | None = None) -> list[tuple]:
@@ -67,4 +109,17 @@ def update_where_in(table: type[dj.Table] | dj.Table, assignments: dict, where: 
         sql = (f"UPDATE {table.full_table_name} SET {sets} WHERE {fixed}{' AND ' if fixed else ''}"
                f"{quote(column)} IN ({', '.join(['%s'] * len(chunk))})")
         table.connection.query(sql, [*assignments.values(), *where.values(), *chunk])
+    return len(keys)
+
+
+def delete_where_in(table: type[dj.Table] | dj.Table, where: dict, column: str, keys: Sequence) -> int:
+    """DELETE ... WHERE where-columns match AND column IN keys (in chunks)."""
+    table = table() if isinstance(table, type) else table
+    quote = table.connection.adapter.quote_identifier
+    fixed = " AND ".join(f"{quote(k)} = %s" for k in where)
+    for start in range(0, len(keys), CHUNK):
+        chunk = list(keys[start:start + CHUNK])
+        sql = (f"DELETE FROM {table.full_table_name} WHERE {fixed}{' AND ' if fixed else ''}"
+               f"{quote(column)} IN ({', '.join(['%s'] * len(chunk))})")
+        table.connection.query(sql, [*where.values(), *chunk])
     return len(keys)

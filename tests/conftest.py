@@ -110,7 +110,7 @@ def tiny_share():
 
 
 # Ingest modules, downstream first: their key tables and job tables are emptied by the wipe.
-INGEST_MODULES = ["ingest.tracking", "ingest.behavior", "ingest.share"]
+INGEST_MODULES = ["ingest.ephys", "ingest.tracking", "ingest.behavior", "ingest.share"]
 
 
 def wipe_pipeline_data(modules) -> None:

@@ -166,3 +166,29 @@ def test_tracking_frames_and_arrays(ingested):
                 digest_csv.update(frame[(scorer, "nose", "x")].to_numpy(float).tobytes())
     assert expected_rows == len(tracking_schema.Tracking()) > 0
     assert digest_db.hexdigest() == digest_csv.hexdigest()
+
+
+def test_number_registered_later_is_picked_up(ingested):
+    """Files of an unregistered h2o are only counted; once it is registered, the next scan keys them."""
+    from ingest import behavior, share
+    from ingest.runner import run_ingest
+
+    lab, experiment = ingested["modules"]["lab"], ingested["modules"]["experiment"]
+    h2o = ingested["manifest"]["unregistered_h2o"][0]
+    assert not (behavior.BehaviorSessionFile & {"water_restriction_number": h2o})
+    lab.Subject.insert1({"subject_id": 999001, "username": "daveliu", "cage_number": 1, "sex": "F", "animal_source": "Other"})
+    lab.WaterRestriction.insert1({"subject_id": 999001, "water_restriction_number": h2o, "wr_cage_number": 1,
+                                  "wr_start_date": "2018-01-01", "wr_start_weight": 20})
+    try:
+        report = share.scan(["behavior"])[0]
+        assert not report.new  # nothing new on disk ...
+        files = sum(1 for s in ingested["manifest"]["sessions"] if s["h2o"] == h2o)
+        assert len(behavior.BehaviorSessionFile & {"water_restriction_number": h2o}) == files  # ... but now keyed
+        summary = run_ingest(behavior.BehaviorIngest, progress=False)
+        assert summary.inserted == files and summary.failed == 0
+        assert len(experiment.Session & {"subject_id": 999001}) == files
+        assert behavior.unregistered_report() == []
+    finally:
+        (experiment.Session & {"subject_id": 999001}).delete(prompt=False)
+        (behavior.BehaviorSessionFile & {"water_restriction_number": h2o}).delete(prompt=False)
+        (lab.Subject & {"subject_id": 999001}).delete(prompt=False)

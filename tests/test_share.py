@@ -15,7 +15,7 @@ def share_tables(modules):
     from ingest import share
 
     yield share
-    for table in (share.ScanProblem, share.ShareFile, share.ShareRoot):
+    for table in (share.ScanProblem, share.ShareDir, share.ShareFile, share.ShareRoot):
         table().delete_quick()
 
 

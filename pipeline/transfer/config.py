@@ -110,7 +110,8 @@ def backend_from_settings(custom: Mapping[str, Any]) -> TransferBackend:
                     f"does not exist: {directory!r}"
                 )
         state_dir = Path(_get(custom, "globus.local_state_dir", str(default_state_dir()))).expanduser()
-        return LocalBackend(collections, state_dir)
+        limit = _get(custom, "globus.local_max_bytes_per_second", None, kind=(int, float))
+        return LocalBackend(collections, state_dir, max_bytes_per_second=limit)
     if kind != "globus":
         raise TransferError(f"setting 'globus.backend' must be 'globus' or 'local', got {kind!r}")
 
