@@ -53,6 +53,7 @@ def _scan_lines(kinds) -> list[str]:
     from . import share
 
     config.load_config(config.active().path, check_paths=True)  # one clear message for a missing share
+    ingest_tables()  # importing the stages registers their scan hooks (files -> ingest keys)
     lines = []
     for report in share.scan(kinds):
         line = (f"scan {report.data_kind} {report.root}: {report.present} files ({len(report.new)} new, "
@@ -145,3 +146,23 @@ def _errors(args: argparse.Namespace) -> int:
         cleared = sum(clear_errors(table) for table in ingest_tables())
         print(f"cleared {cleared} error(s); the next ingest tries them again")
     return 0
+
+
+def _demo_ingest(context) -> str:
+    """Demo stage: scan the simulated share and run every ingest stage."""
+    kinds = tuple(dict.fromkeys(kind for stage in INGEST_STAGES for kind in stage.kinds))
+    lines = _scan_lines(kinds)
+    for stage in INGEST_STAGES:
+        lines += run_stage(stage, scan=False, progress=True)
+    context.notes.extend(lines)
+    errors = error_lines()
+    return f"{len(INGEST_STAGES)} stages run; {len(errors)} error(s) recorded" + (" (see `mapshell errors`)" if errors else "")
+
+
+def _register_demo_stage() -> None:
+    from pipeline.demo import demo_stage
+
+    demo_stage("ingest", order=20)(_demo_ingest)
+
+
+_register_demo_stage()

@@ -109,3 +109,22 @@ def _load_ccf(args: argparse.Namespace) -> int:
             return 2
         print(summary)
     return 0
+
+
+def _demo_load_ccf(context) -> str:
+    """Demo stage: the simulated share's small annotation volume and ontology."""
+    from . import ccf
+
+    lines = []
+    for source in default_sources(context.config.data_paths("ccf_data_paths")):
+        lines.append(str(ccf.load_ccf(source.nrrd, source.ontology, version_name=source.version, resolution=source.resolution)))
+    return "; ".join(lines)
+
+
+def _register_demo_stage() -> None:
+    from .demo import demo_stage
+
+    demo_stage("load CCF", order=10)(_demo_load_ccf)
+
+
+_register_demo_stage()

@@ -32,15 +32,17 @@ class DemoContext:
 class Stage:
     name: str
     run: Callable[[DemoContext], str]
+    order: int = 50
 
 
-# Stages after simulation, in pipeline order; later stages append themselves.
+# Stages after simulation; each module registers its own, and the demo runs them by `order`:
+# 10 reference data (CCF), 20 ingest, 40 publication, 60 analysis.
 DEMO_STAGES: list[Stage] = []
 
 
-def demo_stage(name: str):
+def demo_stage(name: str, order: int):
     def register(fn: Callable[[DemoContext], str]):
-        DEMO_STAGES.append(Stage(name, fn))
+        DEMO_STAGES.append(Stage(name, fn, order))
         return fn
 
     return register
@@ -117,7 +119,7 @@ def _demo(args: argparse.Namespace) -> int:
     load_schema_modules()  # every schema exists, even where a stage has nothing to put in it yet
     context = DemoContext(share, manifest, cfg)
     lines = []
-    for stage in [Stage("load subjects", _load_subjects), *DEMO_STAGES]:
+    for stage in [Stage("load subjects", _load_subjects, 0), *sorted(DEMO_STAGES, key=lambda st: st.order)]:
         with tqdm(total=1, desc=stage.name, leave=True) as bar:
             lines.append(f"{stage.name}: {stage.run(context)}")
             bar.update(1)

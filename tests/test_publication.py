@@ -541,7 +541,7 @@ def test_killed_publisher_resumes_with_exactly_one_dataset_per_session(lab, tmp_
     apply_settings(custom)
     conf = tmp_path / "dj_local_conf.json"
     conf.write_text(json.dumps({"safemode": False, "custom": {**custom, "globus.local_max_bytes_per_second": 6_000_000}}))
-    env = {**os.environ, "MAP_CONFIG": str(conf), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MAP_CONFIG": str(conf), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     code = "from pipeline import publication as p; p.publish([p.EPHYS])"
     backend = LocalBackend(custom["globus.local_collections"], custom["globus.local_state_dir"])
 
@@ -568,6 +568,7 @@ def test_killed_publisher_resumes_with_exactly_one_dataset_per_session(lab, tmp_
     time.sleep(0.5)
     print("DEBUG2", backend.task_status(second["task_id"]), (pub.TransferTask & {"submission_id": second["submission_id"]}).to_dicts())
     # 3: rerun here, unthrottled
+    print("DEBUG-before3", [(t["dataset_name"], t["status"], t["submission_id"][:4]) for t in pub.TransferTask().to_dicts()])
     summary = pub.publish([pub.EPHYS])[0]
     assert summary.errors == []
     sessions = [s for s in registered_sessions(lab["manifest"]) if s["ephys"]]
