@@ -468,7 +468,6 @@ def run_transfer(
     """Submit one task (reusing a saved submission id for publish), wait, record, raise unless SUCCEEDED."""
     digest = items_digest(items)
     saved = resumable_submission(alias, dataset_name, digest) if direction == "publish" else None
-    print("RT", os.getpid(), dataset_name, saved and saved["submission_id"][:4], [(t["dataset_name"][-8:], t["status"], t["submission_id"][:4]) for t in TransferTask().to_dicts()], flush=True)
     for attempt in ("resume", "new") if saved else ("new",):
         if attempt == "new":
             submission_id = backend.submission_id()
