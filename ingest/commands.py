@@ -80,16 +80,32 @@ def _configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _configure_ephys(parser: argparse.ArgumentParser) -> None:
+    _configure_ingest(parser)
+    parser.add_argument("--replace", action="store_true",
+                        help="archive the loaded clusterings of recordings whose files changed on the share, and load the new ones")
+
+
 def _stage_command(stage: IngestStage) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        print("\n".join(run_stage(stage, scan=not args.no_scan, progress=not args.quiet)))
+        lines = []
+        if getattr(args, "replace", False):
+            from ingest.ephys import request_replace
+
+            lines += _scan_lines(stage.kinds) if not args.no_scan else []
+            lines += request_replace()
+            lines += run_stage(stage, scan=False, progress=not args.quiet)
+        else:
+            lines += run_stage(stage, scan=not args.no_scan, progress=not args.quiet)
+        print("\n".join(lines))
         return 0
 
     return run
 
 
 for _stage in INGEST_STAGES:
-    command(f"ingest-{_stage.name}", _stage.help, _configure_ingest)(_stage_command(_stage))
+    command(f"ingest-{_stage.name}", _stage.help, _configure_ephys if _stage.name == "ephys" else _configure_ingest)(
+        _stage_command(_stage))
 
 
 @command("ingest-all", "scan the shares and run every ingest stage, in order", _configure_ingest)

@@ -54,7 +54,7 @@ MATCH_WINDOW_S = 120
 META_RE = re.compile(r"^(?P<h2o>[^/]+)/(?P<run>catgt_[^/]+)/(?P<probe>[^/]+)/[^/]+\.imec(?P<imec>\d+)\.ap\.meta$")
 RUN_RE = re.compile(r"^(?P<h2o>[^/]+)/(?P<run>catgt_[^/]+)/")
 METHODS = ("jrclust_v3", "jrclust_v4", "kilosort", "kilosort2", "kilosort2.5", "kilosort3", "kilosort4")
-MAX_STATEMENT_BYTES = 8 << 20     # stays under MySQL/MariaDB's default 16 MB max_allowed_packet
+MAX_STATEMENT_BYTES = 6 << 20     # raw bytes per statement: escaped, under MySQL/MariaDB's default 16 MB max_allowed_packet
 TRIAL_ROWS_PER_STATEMENT = 20_000
 
 
@@ -700,9 +700,3 @@ def ingest_report() -> list[str]:
     return lines
 
 
-def run_replace(progress: bool = True):
-    """``mapshell ingest-ephys --replace``: request the reload of changed runs, then populate."""
-    from .runner import run_ingest
-
-    lines = request_replace()
-    return lines, run_ingest(EphysIngest, progress=progress)

@@ -280,3 +280,12 @@ def demo_publication(context) -> str:
                 f"one session deleted and fetched again ({again} files)")
     finally:
         _config.set_active(base)
+
+
+def _register_demo_stage() -> None:
+    from .demo import demo_stage
+
+    demo_stage("publish, delete local copy, retrieve", order=40)(demo_publication)
+
+
+_register_demo_stage()

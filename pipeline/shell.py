@@ -172,7 +172,7 @@ def _shell(args: argparse.Namespace) -> int:
 # --- entry point ------------------------------------------------------------------------------
 
 # Modules that register more commands; importing them must not connect to a database.
-PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands", "pipeline.ccf_commands"]
+PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands", "pipeline.ccf_commands", "pipeline.publication_commands"]
 
 
 def _load_command_modules() -> None:

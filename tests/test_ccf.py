@@ -272,18 +272,11 @@ def test_region_voxels_equal_numpy(loaded, share):
 
 @pytest.fixture
 def shell_registry():
-    """Register load-ccf for this test only: mapshell's registry is left as it was found."""
-    import importlib
+    """mapshell's commands, as a user's mapshell has them (load-ccf is one of its plugins)."""
+    from pipeline import ccf_commands, shell
 
-    from pipeline import shell
-
-    commands, errors = dict(shell.COMMANDS), list(shell.EXTRA_ERRORS)
-    from pipeline import ccf_commands
-
-    yield importlib.reload(ccf_commands)
-    shell.COMMANDS.clear()
-    shell.COMMANDS.update(commands)
-    shell.EXTRA_ERRORS[:] = errors
+    shell.build_parser()
+    return ccf_commands
 
 
 def test_mapshell_load_ccf(loaded, share, tmp_path, capsys, scratch_versions, shell_registry):

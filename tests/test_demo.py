@@ -40,6 +40,7 @@ def test_demo_runs_every_stage_and_summarises(modules):
     assert f"BehaviorIngest: {registered} inserted, 0 already in, 0 failed" in out
     assert re.search(r"load CCF: .*loaded: 132 x 80 x 114 voxels at 100 um", out)
     assert f"{PREFIX}demo_experiment:" in out
+    assert re.search(r"publish, delete local copy, retrieve: \d+ data set\(s\).*bytes identical; one session deleted and fetched again", out)
     session_line = re.search(r"\n\s+Session\s+(\d+) rows", out)
     assert session_line and int(session_line.group(1)) == registered
     assert f"share: {share}" in out

@@ -235,7 +235,7 @@ def test_running_again_inserts_nothing(ingested):
     assert ingest_ephys.ingest_report() == []
 
 
-def test_resorting_is_archived_on_request_only(ingested):
+def test_resorting_is_archived_on_request_only(ingested, capsys):
     from ingest import ephys as ingest_ephys
     from ingest import share
     from ingest.runner import run_ingest
@@ -260,8 +260,13 @@ def test_resorting_is_archived_on_request_only(ingested):
         assert len(report) == 1 and "cluster_group.tsv" in report[0] and "--replace" in report[0]
         assert {r["unit"]: r["unit_quality"] for r in (ephys.Unit & key).to_dicts()} == before
 
-        lines, summary = ingest_ephys.run_replace(progress=False)
-        assert len(lines) == 1 and (summary.inserted, summary.failed) == (1, 0), summary.errors
+        from pipeline.shell import main
+
+        capsys.readouterr()
+        assert main(["ingest-ephys", "--replace", "--no-scan", "--quiet"]) == 0  # as a user asks for it
+        out = capsys.readouterr().out
+        assert len([line for line in out.splitlines() if line.startswith("replace: ")]) == 1
+        assert "EphysIngest: 1 inserted" in out and ", 0 failed" in out, out
         assert set((ephys.Unit & key).to_arrays("unit_quality").tolist()) == {"noise"}
         archived = (ephys.ArchivedClustering & key).to_dicts()
         assert len(archived) == 1 and archived[0]["archive"] == 1

@@ -566,7 +566,7 @@ def test_killed_publisher_resumes_with_exactly_one_dataset_per_session(lab, tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     os.kill(rec["worker_pid"], signal.SIGKILL)
-    killed = _wait_for(lambda: backend.task_status(second["task_id"]).done, what="killed task to end")
+    _wait_for(lambda: backend.task_status(second["task_id"]).done, what="killed task to end")
     died = backend.task_status(second["task_id"]).nice_status == "WORKER_DIED"
     # 3: rerun here, unthrottled
     summary = pub.publish([pub.EPHYS])[0]

@@ -81,7 +81,7 @@ def test_lab_round_trip(clean_lab):
         [{"probe_type": "neuropixels 2.0 - MS", "electrode_config_name": "bank0", "electrode_group": 0, "electrode": e} for e in (1, 2, 3)]
     )
     assert (lab.ElectrodeConfig & {"electrode_config_hash": hash_a}).to_dicts()[0]["electrode_config_name"] == "bank0"
-    assert len(lab.ElectrodeConfig.Electrode * lab.ProbeType.Electrode & "shank = 1") == 3
+    assert len(lab.ElectrodeConfig.Electrode * lab.ProbeType.Electrode & "shank = 1" & {"electrode_config_name": "bank0"}) == 3
     (lab.ElectrodeConfig & {"electrode_config_name": "bank0"}).delete(prompt=False)
 
 
@@ -135,12 +135,13 @@ def test_other_schemas_round_trip(modules):
     side = (tracking.TrackingDevice & {"tracking_position": "side"}).to_dicts()[0]
     assert side["tracking_device"] == "Camera 0" and abs(float(side["sampling_rate"]) - 294.1176) < 1e-3
     assert (publication.FileType & {"file_type": "ephys-raw-ap-bin"}).to_dicts()[0]["file_glob"] == "*.ap.bin"
-    publication.GlobusStorageLocation.insert1({"globus_alias": "raw-ephys", "globus_endpoint": "5b875fda-4185-11e8-bb52-0ac6873fc732",
+    alias = {"globus_alias": "round-trip-test"}
+    publication.GlobusStorageLocation.insert1({**alias, "globus_endpoint": "5b875fda-4185-11e8-bb52-0ac6873fc732",
                                                "globus_path": "/4ElectrodeRig_Ephys"})
     try:
-        assert (publication.GlobusStorageLocation & {"globus_alias": "raw-ephys"}).to_dicts()[0]["globus_path"] == "/4ElectrodeRig_Ephys"
+        assert (publication.GlobusStorageLocation & alias).to_dicts()[0]["globus_path"] == "/4ElectrodeRig_Ephys"
     finally:
-        (publication.GlobusStorageLocation & {"globus_alias": "raw-ephys"}).delete(prompt=False)
+        (publication.GlobusStorageLocation & alias).delete(prompt=False)
 
 
 def test_schema_names_follow_the_prefix(modules):

@@ -20,6 +20,7 @@ import hashlib
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -154,13 +155,19 @@ class Worker:
         started = time.monotonic()
         tmp.unlink(missing_ok=True)  # leftover of an earlier attempt of this same task
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with open(src, "rb", buffering=0) as fin, open(fd, "wb", buffering=0) as fout:
+        # MD5 of a block runs in a helper thread while the same block is written (both release
+        # the GIL), so a copy costs about max(hash, write) rather than their sum.
+        with open(src, "rb", buffering=0) as fin, open(fd, "wb", buffering=0) as fout, \
+                ThreadPoolExecutor(max_workers=1) as hasher:
             while n := fin.readinto(buf):
                 block = view[:n]
-                h.update(block)
-                written = 0
-                while written < n:
-                    written += fout.write(block[written:])
+                hashing = hasher.submit(h.update, block)
+                try:
+                    written = 0
+                    while written < n:
+                        written += fout.write(block[written:])
+                finally:
+                    hashing.result()  # the buffer is reused by the next read
                 total += n
                 if self.limit:
                     ahead = total / self.limit - (time.monotonic() - started)
