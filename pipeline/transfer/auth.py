@@ -113,7 +113,7 @@ def login_native(
     token_file: str | os.PathLike[str] = DEFAULT_TOKEN_FILE,
     *,
     no_browser: bool = True,
-    input_fn: Callable[[str], str] = input,
+    input_fn: Callable[[str], str] | None = None,
     print_fn: Callable[[str], Any] = print,
 ) -> Path:
     """Interactive native-app login with refresh tokens; returns the token file path.
@@ -126,7 +126,7 @@ def login_native(
     print_fn(f"Please log in to Globus at:\n\n  {url}\n")
     if not no_browser:
         webbrowser.open(url, new=1)
-    code = input_fn("Enter the authorization code: ").strip()
+    code = (input_fn or input)("Enter the authorization code: ").strip()  # input looked up now, not at import
     if not code:
         raise AuthError("no authorization code entered")
     try:
