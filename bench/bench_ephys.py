@@ -236,21 +236,9 @@ def prepare(share: Path) -> dict:
 
 
 def drop_schemas() -> None:
-    import datajoint as dj
-
     from pipeline import db
 
-    conn = db.connection()
-    prefix = os.environ["MAP_DB_PREFIX"]
-    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(prefix)]
-    if db.backend() == "postgresql":
-        for name in names:
-            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    else:
-        conn.query("SET FOREIGN_KEY_CHECKS=0")
-        for name in names:
-            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.query("SET FOREIGN_KEY_CHECKS=1")
+    db.drop_schemas(os.environ["MAP_DB_PREFIX"])
 
 
 def main() -> int:

@@ -53,21 +53,9 @@ def configure(share: Path, work: Path, manifest: dict) -> None:
 
 
 def drop_schemas(prefix: str) -> list[str]:
-    import datajoint as dj
-
     from pipeline import db
 
-    conn = db.connection()
-    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(prefix)]
-    if db.backend() == "postgresql":
-        for name in names:
-            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    else:
-        conn.query("SET FOREIGN_KEY_CHECKS=0")
-        for name in names:
-            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.query("SET FOREIGN_KEY_CHECKS=1")
-    return names
+    return db.drop_schemas(prefix)
 
 
 def main() -> int:

@@ -55,20 +55,9 @@ def peak_rss_mb() -> float:
 
 
 def drop_run_schemas() -> None:
-    import datajoint as dj
-
     from pipeline import db
 
-    conn = db.connection()
-    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(PREFIX)]
-    if db.backend() == "postgresql":
-        for name in names:
-            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    else:
-        conn.query("SET FOREIGN_KEY_CHECKS=0")
-        for name in names:
-            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.query("SET FOREIGN_KEY_CHECKS=1")
+    db.drop_schemas(PREFIX)
 
 
 def backend_label() -> str:

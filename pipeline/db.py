@@ -70,3 +70,21 @@ def schema(module: str, context: dict | None = None) -> dj.Schema:
     cfg = _config.active()
     conn = connection(cfg)
     return dj.Schema(cfg.schema_name(module), context=context, connection=conn)
+
+
+def drop_schemas(prefix: str) -> list[str]:
+    """Drop every schema whose name starts with ``prefix`` (a test or benchmark run's own);
+    returns their names. Foreign keys between them do not stand in the way."""
+    conn = connection()
+    names = [name for name in dj.list_schemas(connection=conn) if name.startswith(prefix)]
+    if backend() == "postgresql":
+        for name in names:
+            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    else:
+        conn.query("SET FOREIGN_KEY_CHECKS=0")
+        try:
+            for name in names:
+                conn.query(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            conn.query("SET FOREIGN_KEY_CHECKS=1")
+    return names

@@ -49,22 +49,9 @@ def modules():
 
 
 def _drop_run_schemas() -> None:
-    import datajoint as dj
-
     from pipeline import db
 
-    conn = db.connection()
-    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(PREFIX)]
-    if not names:
-        return
-    if db.backend() == "postgresql":
-        for name in names:
-            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    else:
-        conn.query("SET FOREIGN_KEY_CHECKS=0")
-        for name in names:
-            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.query("SET FOREIGN_KEY_CHECKS=1")
+    db.drop_schemas(PREFIX)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
@@ -110,7 +97,7 @@ def tiny_share():
 
 
 # Ingest modules, downstream first: their key tables and job tables are emptied by the wipe.
-INGEST_MODULES = ["ingest.ephys", "ingest.tracking", "ingest.behavior", "ingest.share"]
+INGEST_MODULES = ["ingest.histology", "ingest.ephys", "ingest.tracking", "ingest.behavior", "ingest.share"]
 
 
 def wipe_pipeline_data(modules) -> None:
