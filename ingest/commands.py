@@ -40,6 +40,7 @@ INGEST_STAGES: list[IngestStage] = [
     IngestStage("ephys", ("ephys",), "ingest.ephys:EphysIngest", "load CatGT recordings and their Kilosort/JRCLUST sortings for ingested sessions", "ingest.ephys:ingest_report"),
     IngestStage("tracking", ("tracking",), "ingest.tracking:TrackingIngest",
                 "load DeepLabCut tracking for ingested sessions"),
+    IngestStage("histology", ("histology",), "ingest.histology:HistologyIngest", "load electrode positions and probe tracks (IBL alignment GUI, MAP landmarks) for ingested probe insertions; needs a loaded CCF", "ingest.histology:histology_report"),
 ]
 
 
@@ -139,6 +140,7 @@ def _configure_errors(parser: argparse.ArgumentParser) -> None:
 
 def error_lines() -> list[str]:
     """What failed, why, which file: unreadable share paths and failed ingest keys."""
+    from pipeline.analysis_commands import computation_tables
     from pipeline.jobs import job_errors
 
     from . import share
@@ -146,21 +148,22 @@ def error_lines() -> list[str]:
     lines = []
     for row in (share.ShareRoot * share.ScanProblem).to_dicts():
         lines.append(f"scan {row['data_kind']} {row['root_path']}/{row['relpath']}: {row['problem']}")
-    for error in job_errors(ingest_tables()):
+    for error in job_errors([*ingest_tables(), *computation_tables()]):
         key = ", ".join(f"{k}={v}" for k, v in error.key.items())
-        lines.append(f"{error.table} [{key}] at {error.when}: {error.message}")
+        lines.append(f"{error.table} [{key}] at {error.when}: {error.message}" + (f"\n    {error.where}" if error.where else ""))
     return lines
 
 
 @command("errors", "list what failed during scans and ingest: which file and why", _configure_errors)
 def _errors(args: argparse.Namespace) -> int:
+    from pipeline.analysis_commands import computation_tables
     from pipeline.jobs import clear_errors
 
     lines = error_lines()
     print("\n".join(lines) if lines else "no errors recorded")
     if args.retry:
-        cleared = sum(clear_errors(table) for table in ingest_tables())
-        print(f"cleared {cleared} error(s); the next ingest tries them again")
+        cleared = sum(clear_errors(table) for table in [*ingest_tables(), *computation_tables()])
+        print(f"cleared {cleared} error(s); the next ingest or automate-computation tries them again")
     return 0
 
 

@@ -545,8 +545,9 @@ def archive_clustering(ckey: dict) -> int:
         names = ", ".join(quote(c) for c in columns)
         cursor.execute(f"INSERT INTO {target.full_table_name} ({names}, {quote('archive')}) "
                        f"SELECT {names}, %s FROM {source.full_table_name} WHERE {where}", [number, *key.values()])
-    for table in (ephys.Unit.TrialSpikes, ephys.ClusterMetric, ephys.WaveformMetric, ephys.Unit, ephys.Clustering):
-        (table & key).delete_quick()
+    # A cascading delete, inside the make's transaction: whatever was computed from these units
+    # (histology.UnitCCF, analysis results) goes with them and is computed again for the new sorting.
+    (ephys.Clustering & key).delete(transaction=False, prompt=False)
     return number
 
 

@@ -390,3 +390,137 @@ def psth_counts(spikes: np.ndarray, go_sorted: np.ndarray, edges: np.ndarray) ->
     rel = spikes[index] - np.repeat(go_sorted, n) - edges[0]
     bins = np.minimum((rel / (edges[1] - edges[0])).astype(np.int64), n_bins - 1)
     return np.bincount(bins, minlength=n_bins)
+
+
+# --- computed unit statistics (issue 8) ------------------------------------------------------------
+#
+# Each make() fetches its inputs and calls one function of pipeline.analysis, where the numbers
+# are computed (and tested on their own). `mapshell automate-computation` populates these with
+# DataJoint's job reservation, in the order of pipeline.analysis_commands.computation_tables().
+
+from . import analysis as _analysis  # noqa: E402
+
+
+def _unit_trials(key: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(spike counts, durations in s) of a unit's trials, in trial order; durations from
+    experiment.SessionTrial (stop - start), as MAP."""
+    rows = (Unit.TrialSpikes.proj("spike_count") * experiment.SessionTrial & key)
+    counts, starts, stops = rows.to_arrays("spike_count", "start_time", "stop_time", order_by="trial")
+    return np.asarray(counts, float), np.asarray(stops, float) - np.asarray(starts, float)
+
+
+@schema
+class UnitStat(dj.Computed):
+    definition = """
+    # ISI violations and firing rate of a unit (MAP)
+    -> Unit
+    ---
+    isi_violation = null : float64       # MAP's ISI violation rate (ISIs < 2 ms), session-wide spike train
+    avg_firing_rate = null : float64     # (Hz) spikes in the unit's trials / the trials' total duration
+    """
+
+    def make(self, key):
+        spikes = (Unit & key).fetch1("spike_times")
+        counts, durations = _unit_trials(key)
+        isi, rate = _analysis.unit_stat(spikes, counts, durations)
+        self.insert1({**key, "isi_violation": isi, "avg_firing_rate": rate})
+
+
+@schema
+class UnitCellType(dj.Computed):
+    definition = """
+    # fast spiking or putative pyramidal, from the trough-to-peak width of the mean waveform (MAP)
+    -> Unit
+    ---
+    -> CellType
+    waveform_width = null : float64      # (ms) trough to the following peak, cubic spline x100
+    """
+
+    def make(self, key):
+        waveform = (Unit & key).fetch1("waveform")
+        rate = (ProbeInsertion.RecordingSystemSetup & key).fetch1("sampling_rate")
+        width = _analysis.waveform_width_ms(waveform, rate)
+        self.insert1({**key, "cell_type": _analysis.cell_type(width), "waveform_width": width})
+
+
+@schema
+class MAPClusterMetric(dj.Computed):
+    definition = """
+    # MAP's own cluster metrics
+    -> Unit
+    """
+
+    class DriftMetric(dj.Part):
+        definition = """
+        -> master
+        ---
+        drift_metric = null : float64    # fraction of (6-trial smoothed) trial rates outside the Poisson 5-95 percentiles
+        """
+
+    def make(self, key):
+        counts, durations = _unit_trials(key)
+        self.insert1(key)
+        self.DriftMetric.insert1({**key, "drift_metric": _analysis.drift_metric(counts, durations)})
+
+
+@schema
+class PassingCriteriaThreshold(dj.Lookup):
+    definition = """
+    # quality thresholds of UnitPassingCriteria per brain region ('default' when none is known)
+    criteria_region : varchar(32)        # 'default' or a brain area
+    ---
+    max_isi_violation = null : float64
+    max_amplitude_cutoff = null : float64
+    min_presence_ratio = null : float64
+    max_drift_metric = null : float64
+    min_unit_amp = null : float64        # (uV)
+    min_avg_firing_rate = null : float64 # (Hz)
+    """
+    contents = [
+        ("default", 0.5, 0.1, 0.9, 0.1, 70.0, 0.2),
+        ("ALM", 0.5, 0.1, 0.9, 0.1, 70.0, 0.2),
+        ("Medulla", 0.5, 0.1, 0.9, 0.1, 150.0, 0.2),
+        ("Midbrain", 0.5, 0.1, 0.9, 0.1, 150.0, 0.2),
+        ("Striatum", 0.5, 0.1, 0.9, 0.1, 70.0, 0.2),
+        ("Thalamus", 0.5, 0.1, 0.9, 0.1, 70.0, 0.2),
+    ]
+
+
+def unit_region(key: dict) -> str | None:
+    """The brain area (lab.BrainArea) of a unit, if histology has placed it, else None.
+
+    Imported here, not at the top: histology's tables depend on this module's."""
+    from . import histology
+
+    return histology.unit_brain_area(key)
+
+
+@schema
+class UnitPassingCriteria(dj.Computed):
+    definition = """
+    # does the unit pass the quality criteria of its region (MAP)
+    -> Unit
+    ---
+    -> PassingCriteriaThreshold          # the threshold set applied
+    criteria_passed : bool
+    failed_criteria = '' : varchar(255)  # comma-separated names of the failed criteria
+    """
+
+    @property
+    def key_source(self):
+        return Unit.proj() & UnitStat & MAPClusterMetric
+
+    def make(self, key):
+        stat = (UnitStat & key).fetch1()
+        metrics = {"isi_violation": stat["isi_violation"], "avg_firing_rate": stat["avg_firing_rate"],
+                   "drift_metric": (MAPClusterMetric.DriftMetric & key).fetch1("drift_metric"),
+                   "unit_amp": (Unit & key).fetch1("unit_amp")}
+        quality = (ClusterMetric & key).to_dicts(limit=1)
+        if quality:
+            metrics.update(amplitude_cutoff=quality[0]["amplitude_cutoff"], presence_ratio=quality[0]["presence_ratio"])
+        region = unit_region(key)
+        if region is None or not (PassingCriteriaThreshold & {"criteria_region": region}):
+            region = "default"
+        thresholds = (PassingCriteriaThreshold & {"criteria_region": region}).fetch1()
+        passed, failed = _analysis.passing_criteria(metrics, thresholds)
+        self.insert1({**key, "criteria_region": region, "criteria_passed": passed, "failed_criteria": ",".join(failed)})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-SCHEMA_MODULES = ("lab", "experiment", "ccf", "ephys", "histology", "tracking", "publication")
+SCHEMA_MODULES = ("lab", "experiment", "ccf", "ephys", "histology", "tracking", "psth", "publication")
 
 
 @dataclass
@@ -172,7 +172,7 @@ def _shell(args: argparse.Namespace) -> int:
 # --- entry point ------------------------------------------------------------------------------
 
 # Modules that register more commands; importing them must not connect to a database.
-PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands", "pipeline.ccf_commands", "pipeline.publication_commands"]
+PLUGIN_MODULES: list[str] = ["pipeline.demo", "ingest.commands", "pipeline.ccf_commands", "pipeline.publication_commands", "pipeline.analysis_commands"]
 
 
 def _load_command_modules() -> None:

@@ -76,3 +76,42 @@ FEATURE_PARTS = {
     "right_paw": (Tracking.RightPawTracking, "right_paw"),
     "lickport": (Tracking.LickPortTracking, "lickport"),
 }
+
+
+# --- quality control (issue 8) -------------------------------------------------------------------
+
+from . import analysis as _analysis  # noqa: E402
+
+
+@schema
+class TrackingQC(dj.Computed):
+    definition = """
+    # jumps of each tracked feature between consecutive frames of one trial and camera
+    -> Tracking
+    ---
+    jump_threshold : float32       # (px) a frame-to-frame move longer than this is a jump
+    min_likelihood : float32       # jumps are counted between frames both at least this likely
+    """
+
+    class Feature(dj.Part):
+        definition = """
+        -> master
+        tracking_feature : varchar(16)   # nose, tongue, jaw, left_paw, right_paw, lickport
+        ---
+        n_frames : int32
+        n_jumps : int32
+        max_jump = null : float64        # (px) longest move between two sure frames
+        """
+
+    def make(self, key):
+        rows = []
+        for feature, (part, prefix) in FEATURE_PARTS.items():
+            found = (part & key).to_dicts()
+            if not found:
+                continue
+            row = found[0]
+            jumps = _analysis.tracking_jumps(row[f"{prefix}_x"], row[f"{prefix}_y"], row[f"{prefix}_likelihood"])
+            rows.append({**key, "tracking_feature": feature, "n_frames": jumps.n_frames, "n_jumps": jumps.n_jumps,
+                         "max_jump": jumps.max_jump})
+        self.insert1({**key, "jump_threshold": _analysis.JUMP_THRESHOLD_PX, "min_likelihood": _analysis.JUMP_MIN_LIKELIHOOD})
+        self.Feature.insert(rows)

@@ -43,7 +43,7 @@ def test_erd_writes_an_image_per_schema(modules, tmp_path, capsys):
 
 
 def test_shell_imports_every_schema_module(modules):
-    code = "print(sorted(k for k in dir() if k in ('lab', 'experiment', 'ephys', 'ccf', 'histology', 'tracking', 'publication')))\n"
+    code = "print(sorted(k for k in dir() if k in ('lab', 'experiment', 'ephys', 'ccf', 'histology', 'tracking', 'psth', 'publication')))\n"
     result = subprocess.run([*SHELL, "shell"], input=code, capture_output=True, text=True, timeout=180, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "['ccf', 'ephys', 'experiment', 'histology', 'lab', 'publication', 'tracking']" in result.stdout
+    assert "['ccf', 'ephys', 'experiment', 'histology', 'lab', 'psth', 'publication', 'tracking']" in result.stdout
