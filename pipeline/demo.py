@@ -116,6 +116,11 @@ def _demo(args: argparse.Namespace) -> int:
         {"custom": {"database.prefix": args.prefix, **manifest["paths"]}}, indent=2) + "\n")
     from .shell import load_schema_modules
 
+    if demo_schemas_hold_another_share(cfg, share):
+        from . import db
+
+        db.drop_schemas(args.prefix)
+        print(f"the {args.prefix}* schemas held another demo share: dropped them, starting afresh")
     load_schema_modules()  # every schema exists, even where a stage has nothing to put in it yet
     context = DemoContext(share, manifest, cfg)
     lines = []
@@ -130,6 +135,25 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"\nshare: {share}\nconfig for exploring it: {share / 'dj_local_conf.json'} (cd there and run `mapshell shell`)")
     print(f"demo took {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def demo_schemas_hold_another_share(cfg: _config.PipelineConfig, share: Path) -> bool:
+    """Do the demo's schemas record files of a share other than this one (an earlier demo
+    elsewhere)? Mixing two simulated labs would make every later stage wrong."""
+    import datajoint as dj
+
+    from . import db
+
+    conn = db.connection(cfg)
+    schema = cfg.schema_name("ingest_share")
+    if schema not in dj.list_schemas(connection=conn):
+        return False
+    quote = conn.adapter.quote_identifier
+    try:
+        roots = [Path(r[0]) for r in conn.query(f"SELECT root_path FROM {quote(schema)}.{quote('share_root')}").fetchall()]
+    except Exception:  # the schema exists without the table: nothing recorded yet
+        return False
+    return any(not root.is_relative_to(share) for root in roots)
 
 
 def _load_subjects(context: DemoContext) -> str:

@@ -52,3 +52,16 @@ def test_demo_runs_every_stage_and_summarises(modules):
     assert again.returncode == 0 and "reused" in again.stdout
     assert "load subjects: 0 rows inserted (already loaded)" in again.stdout
     assert f"BehaviorIngest: 0 inserted, {registered} already in, 0 failed" in again.stdout
+
+
+def test_demo_in_another_folder_starts_its_schemas_afresh(modules):
+    env = {k: v for k, v in os.environ.items() if k != "MAP_CONFIG"}
+    env["MAP_CONFIG"] = str(RUN_DIR / "dj_local_conf.json")
+    prefix = f"{PREFIX}demo2_"
+    first = mapshell("demo", str(RUN_DIR / "demo-a"), "--scale", "tiny", "--prefix", prefix, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = mapshell("demo", str(RUN_DIR / "demo-b"), "--scale", "tiny", "--prefix", prefix, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"the {prefix}* schemas held another demo share: dropped them, starting afresh" in second.stdout
+    assert "load subjects: 13 rows inserted" in second.stdout
+    assert "bytes identical" in second.stdout
