@@ -124,11 +124,9 @@ class RootReport:
         return len(self.new) + len(self.changed) + self.unchanged
 
 
-def walk_share(root: Path) -> tuple[dict[str, list[FileStat]], list[tuple[str, str]]]:
-    """Every regular file under ``root`` grouped by folder (following folder links once), and
-    what could not be read."""
-    folders: dict[str, list[FileStat]] = {}
-    problems: list[tuple[str, str]] = []
+def iter_folders(root: Path, problems: list[tuple[str, str]]) -> Iterator[tuple[str, list[FileStat]]]:
+    """Yield (folder relative to root, its regular files) for every folder under ``root``
+    (following folder links once); what cannot be read is appended to ``problems``."""
     seen_dirs: set[tuple[int, int]] = set()
     stack = [(str(root), "")]
     while stack:
@@ -143,7 +141,7 @@ def walk_share(root: Path) -> tuple[dict[str, list[FileStat]], list[tuple[str, s
         except OSError as err:
             problems.append((rel or ".", f"cannot read folder: {err.strerror or err}"))
             continue
-        files = folders.setdefault(rel, [])
+        files = []
         prefix = f"{rel}/" if rel else ""
         for entry in entries:
             try:
@@ -161,7 +159,17 @@ def walk_share(root: Path) -> tuple[dict[str, list[FileStat]], list[tuple[str, s
                         files.append(FileStat(prefix + entry.name, target.st_size, target.st_mtime))
             except OSError as err:
                 problems.append((prefix + entry.name, f"cannot read: {err.strerror or err}"))
+        yield rel, files
+
+
+def walk_share(root: Path) -> tuple[dict[str, list[FileStat]], list[tuple[str, str]]]:
+    """Every regular file under ``root`` grouped by folder, and what could not be read."""
+    problems: list[tuple[str, str]] = []
+    folders = dict(iter_folders(root, problems))
     return folders, problems
+
+
+EMPTY_FOLDER = hashlib.md5(b"").hexdigest()  # the fingerprint of a folder with no files (or gone)
 
 
 def fingerprint(files: list[FileStat]) -> str:
@@ -185,49 +193,45 @@ def _now() -> dt.datetime:
 
 
 def scan_root(root: dict) -> RootReport:
-    """Bring the record of one root up to date with what is on disk."""
+    """Bring the record of one root up to date with what is on disk, in one transaction.
+
+    Folders are compared by fingerprint; only folders whose fingerprint changed are compared
+    file by file. Files of folders never seen before are all new: they are sent to the database
+    by a background thread while the walk goes on, so the first scan of a large share costs
+    about the walk or the database writes, whichever is longer, not their sum.
+    """
     started = time.perf_counter()
     report = RootReport(root["data_kind"], root["rig"], root["root_path"])
-    on_disk, problems = walk_share(Path(root["root_path"]))
-    report.problems = problems
     key = {"root_hash": root["root_hash"]}
     recorded = {reldir: (dir_hash, fp) for dir_hash, reldir, fp in bulk.select_rows(ShareDir, ("dir_hash", "reldir", "fingerprint"), key)}
-    prints = {reldir: fingerprint(files) for reldir, files in on_disk.items()}
-    # Folders whose files need a file-by-file comparison: new, changed or gone.
-    differing = [d for d in set(prints) | set(recorded) if prints.get(d) != recorded.get(d, (None, None))[1]]
-    report.unchanged = sum(len(on_disk[d]) for d in prints if d not in differing)
-    known = {}
-    if differing:
-        hashes = {path_hash(d) for d in differing}
-        rows = bulk.select_rows(ShareFile, ("dir_hash", "relpath", "size", "mtime", "status"), key)
-        known = {rel: (size, mtime, status) for dh, rel, size, mtime, status in rows if dh in hashes}
     now = _now()
-    new_rows, changed_rows = [], []
-    for reldir in differing:
-        dir_hash = path_hash(reldir)
-        for f in on_disk.get(reldir, ()):
-            have = known.pop(f.relpath, None)
-            if have is None:
-                new_rows.append((root["root_hash"], path_hash(f.relpath), f.relpath, dir_hash, f.size, f.mtime, "present", now))
-                report.new.append(f.relpath)
-            elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
-                changed_rows.append(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime,
-                                         status="present", changed=now))
-                report.changed.append(f.relpath)
-            else:
-                report.unchanged += 1
-    gone = sorted(rel for rel, (_, _, status) in known.items() if status == "present")
-    report.vanished = gone
+    prints: dict[str, tuple[str, int]] = {}
+    differing: dict[str, list[FileStat]] = {}
+    problems: list[tuple[str, str]] = []
     with ShareFile.connection.transaction:
-        bulk.insert_rows(ShareFile, NEW_FILE_COLUMNS, sorted(new_rows))
-        for row in changed_rows:
-            ShareFile.update1(row)
-        bulk.update_where_in(ShareFile, {"status": "vanished", "changed": now}, key, "file_hash",
-                             [path_hash(rel) for rel in gone])
-        stale = [recorded[d][0] for d in differing if d in recorded]
-        bulk.delete_where_in(ShareDir, key, "dir_hash", stale)
+        with bulk.BackgroundInserter(ShareFile, NEW_FILE_COLUMNS) as inserter:
+            for reldir, files in iter_folders(Path(root["root_path"]), problems):
+                fp = fingerprint(files)
+                prints[reldir] = (fp, len(files))
+                if reldir not in recorded:  # a folder never seen: every file in it is new
+                    dir_hash = path_hash(reldir)
+                    inserter.put([(root["root_hash"], path_hash(f.relpath), f.relpath, dir_hash, f.size, f.mtime, "present", now)
+                                  for f in files])
+                    report.new += [f.relpath for f in files]
+                elif recorded[reldir][1] != fp:
+                    differing[reldir] = files
+                else:
+                    report.unchanged += len(files)
+        report.problems = problems
+        for reldir in recorded:
+            if reldir not in prints and recorded[reldir][1] != EMPTY_FOLDER:  # a folder that vanished
+                differing[reldir] = []
+                prints[reldir] = (EMPTY_FOLDER, 0)
+        _compare_files(root, differing, report, now)
+        bulk.delete_where_in(ShareDir, key, "dir_hash", [recorded[d][0] for d in differing if d in recorded])
         bulk.insert_rows(ShareDir, ("root_hash", "dir_hash", "reldir", "fingerprint", "n_files"),
-                         [(root["root_hash"], path_hash(d), d, prints[d], len(on_disk[d])) for d in differing if d in prints])
+                         [(root["root_hash"], path_hash(d), d, fp, n) for d, (fp, n) in prints.items()
+                          if d not in recorded or d in differing])
         (ScanProblem & key).delete_quick()
         if problems:
             ScanProblem.insert([dict(key, problem_hash=path_hash(rel), relpath=rel, problem=reason[:1000], seen=now)
@@ -235,6 +239,33 @@ def scan_root(root: dict) -> RootReport:
         ShareRoot.update1(dict(key, last_scan=now))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _compare_files(root: dict, differing: dict[str, list[FileStat]], report: RootReport, now: dt.datetime) -> None:
+    """File-by-file comparison of the folders whose fingerprint changed (or that vanished)."""
+    if not differing:
+        return
+    key = {"root_hash": root["root_hash"]}
+    hashes = {path_hash(d): d for d in differing}
+    known = {rel: (size, mtime, status) for dh, rel, size, mtime, status
+             in bulk.select_rows(ShareFile, ("dir_hash", "relpath", "size", "mtime", "status"), key) if dh in hashes}
+    new_rows = []
+    for reldir, files in differing.items():
+        dir_hash = path_hash(reldir)
+        for f in files:
+            have = known.pop(f.relpath, None)
+            if have is None:
+                new_rows.append((root["root_hash"], path_hash(f.relpath), f.relpath, dir_hash, f.size, f.mtime, "present", now))
+                report.new.append(f.relpath)
+            elif have[0] != f.size or abs(have[1] - f.mtime) > 1e-6 or have[2] != "present":
+                ShareFile.update1(dict(key, file_hash=path_hash(f.relpath), size=f.size, mtime=f.mtime, status="present", changed=now))
+                report.changed.append(f.relpath)
+            else:
+                report.unchanged += 1
+    bulk.insert_rows(ShareFile, NEW_FILE_COLUMNS, new_rows)
+    report.vanished = sorted(rel for rel, (_, _, status) in known.items() if status == "present")
+    bulk.update_where_in(ShareFile, {"status": "vanished", "changed": now}, key, "file_hash",
+                         [path_hash(rel) for rel in report.vanished])
 
 
 # Called after each root is scanned, by data kind: ingest modules register how they turn new

@@ -123,3 +123,48 @@ def delete_where_in(table: type[dj.Table] | dj.Table, where: dict, column: str, 
                f"{quote(column)} IN ({', '.join(['%s'] * len(chunk))})")
         table.connection.query(sql, [*where.values(), *chunk])
     return len(keys)
+
+
+class BackgroundInserter:
+    """Sends batches of rows to the database from a thread while the caller prepares more.
+
+    Uses the caller's connection (and so its open transaction); the caller must not use that
+    connection until the ``with`` block ends, which waits for the last batch and re-raises any
+    database error.
+    """
+
+    def __init__(self, table: type[dj.Table] | dj.Table, columns: Sequence[str], batch: int = CHUNK) -> None:
+        import queue
+        import threading
+
+        self.table, self.columns, self.batch = table, columns, batch
+        self.pending: list[tuple] = []
+        self.queue: "queue.Queue[list[tuple] | None]" = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="bulk-insert", daemon=True)
+
+    def _work(self) -> None:
+        while (rows := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    insert_rows(self.table, self.columns, rows)
+                except BaseException as err:  # handed to the caller on exit
+                    self.error = err
+
+    def put(self, rows: Sequence[tuple]) -> None:
+        self.pending.extend(rows)
+        if len(self.pending) >= self.batch:
+            self.queue.put(self.pending)
+            self.pending = []
+
+    def __enter__(self) -> "BackgroundInserter":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pending:
+            self.queue.put(self.pending)
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error

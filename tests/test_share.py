@@ -92,3 +92,24 @@ def test_missing_share_root_is_a_clear_error(share_tables, tmp_path):
     cfg = make_config(video_data_paths=[["RRig", str(tmp_path / "not-mounted"), 0]])
     with pytest.raises(_config.ConfigError, match=r"video share .*not-mounted \(key custom.video_data_paths\) does not exist"):
         share.scan(["video"], cfg)
+
+
+def test_folder_that_vanishes_and_returns(share_tables, tmp_path):
+    import shutil
+
+    share = share_tables
+    root = tmp_path / "video"
+    for i in range(5):
+        write(root / "dl1" / "20180101" / "video" / f"dl1_side_{i:03d}-0000.avi", b"v" * (i + 1))
+    write(root / "dl2" / "20180102" / "video" / "dl2_side_000-0000.avi", b"w")
+    cfg = make_config(video_data_paths=[["RRig", str(root), 0]])
+    assert len(share.scan(["video"], cfg)[0].new) == 6
+    shutil.move(root / "dl1", tmp_path / "dl1-away")
+    gone = share.scan(["video"], cfg)[0]
+    assert len(gone.vanished) == 5 and gone.unchanged == 1 and not gone.new
+    assert len(share.ShareFile & {"status": "vanished"}) == 5
+    assert share.scan(["video"], cfg)[0].vanished == []  # reported once, not again and again
+    shutil.move(tmp_path / "dl1-away", root / "dl1")
+    back = share.scan(["video"], cfg)[0]
+    assert len(back.changed) == 5 and not back.new and not back.vanished
+    assert len(share.ShareFile & {"status": "present"}) == 6 and len(share.ShareFile()) == 6
