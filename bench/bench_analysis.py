@@ -5,8 +5,9 @@
 Ingests the bench share (behaviour + ephys) under a schema prefix of its own, then, for
 ``ephys.UnitStat`` and ``psth.UnitPsth``, measures keys per second of ``populate(reserve_jobs=True)``
 with 1 and with 2 worker processes (each a fresh ``python -m pipeline.analysis_commands``-style
-child populating that one table; the wall time from start to the last child's end, table
-emptied between runs). In the same run:
+child populating that one table; the wall time from a common start signal, given once every
+child has imported and connected, to the last child's end; table emptied between runs). In the
+same run:
 
 * DataJoint's own per-key overhead: a table keyed like UnitStat (one key per unit) whose
   ``make()`` inserts the key and does nothing else, populated the same way by one worker;
@@ -72,14 +73,22 @@ def target(name: str):
 
 
 def phase_worker(name: str) -> dict:
-    """Child: populate one table with job reservation until nothing is left."""
+    """Child: once ready (imported, connected, tables declared), say so and wait for the start
+    signal; then populate one table with job reservation until nothing is left. A worker is a
+    long-running process, so its start-up is not part of its throughput."""
     from pipeline.jobs import recover_dead_reservations
 
     table = target(name)()
+    len(table.jobs)  # connect and touch the job table before the start line
+    start_line = Path(os.environ["BENCH_START_LINE"])
+    (start_line.parent / f"ready-{os.getpid()}").touch()
+    while not start_line.exists():
+        time.sleep(0.001)
     started = time.perf_counter()
     recover_dead_reservations(table)
     made = table.populate(reserve_jobs=True, suppress_errors=True)
-    return {"made": made["success_count"], "errors": len(made["error_list"]), "wall_s": time.perf_counter() - started}
+    return {"made": made["success_count"], "errors": len(made["error_list"]), "wall_s": time.perf_counter() - started,
+            "finished_at": time.time()}
 
 
 def phase_work(name: str) -> dict:
@@ -123,9 +132,18 @@ def run_workers(name: str, n: int, share: Path) -> dict:
     table().jobs.delete_quick()
     table().jobs.refresh()  # the queue is filled before the clock starts, for every run alike
     n_keys = len(table().jobs.pending)
-    started = time.perf_counter()
-    results = [collect(p) for p in [child("worker", name, share) for _ in range(n)]]
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as signals:
+        start_line = Path(signals) / "go"
+        os.environ["BENCH_START_LINE"] = str(start_line)
+        procs = [child("worker", name, share) for _ in range(n)]
+        while len(list(Path(signals).glob("ready-*"))) < n:  # every worker imported and connected
+            if any(p.poll() is not None for p in procs):
+                break
+            time.sleep(0.01)
+        go = time.time()
+        start_line.touch()
+        results = [collect(p) for p in procs]
+    wall = max(r["finished_at"] for r in results) - go
     made = sum(r["made"] for r in results)
     if made != n_keys or len(table()) != n_keys or any(r["errors"] for r in results):
         raise SystemExit(f"{name} with {n} workers: {made} made of {n_keys}, errors {[r['errors'] for r in results]}")
@@ -135,21 +153,9 @@ def run_workers(name: str, n: int, share: Path) -> dict:
 
 
 def drop_schemas() -> None:
-    import datajoint as dj
-
     from pipeline import db
 
-    conn = db.connection()
-    prefix = os.environ["MAP_DB_PREFIX"]
-    names = [s for s in dj.list_schemas(connection=conn) if s.startswith(prefix)]
-    if db.backend() == "postgresql":
-        for name in names:
-            conn.query(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    else:
-        conn.query("SET FOREIGN_KEY_CHECKS=0")
-        for name in names:
-            conn.query(f"DROP DATABASE IF EXISTS `{name}`")
-        conn.query("SET FOREIGN_KEY_CHECKS=1")
+    db.drop_schemas(os.environ["MAP_DB_PREFIX"])
 
 
 def main() -> int:

@@ -5,6 +5,8 @@ Names follow MAP's ``pipeline/ephys.py``.
 
 from __future__ import annotations
 
+import functools
+
 import datajoint as dj
 import numpy as np
 
@@ -401,12 +403,23 @@ def psth_counts(spikes: np.ndarray, go_sorted: np.ndarray, edges: np.ndarray) ->
 from . import analysis as _analysis  # noqa: E402
 
 
+@functools.lru_cache(maxsize=8)
+def _session_trial_durations(subject_id: int, session: int) -> dict[int, float]:
+    """Trial -> duration (s, stop - start, as MAP) of one session. The same for every unit of the
+    session, so a worker fetches it once per session instead of joining it again for each unit."""
+    trials, starts, stops = (experiment.SessionTrial & {"subject_id": subject_id, "session": session}).to_arrays(
+        "trial", "start_time", "stop_time")
+    return {int(t): float(b) - float(a) for t, a, b in zip(trials, starts, stops)}
+
+
 def _unit_trials(key: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(spike counts, durations in s) of a unit's trials, in trial order; durations from
-    experiment.SessionTrial (stop - start), as MAP."""
-    rows = (Unit.TrialSpikes.proj("spike_count") * experiment.SessionTrial & key)
-    counts, starts, stops = rows.to_arrays("spike_count", "start_time", "stop_time", order_by="trial")
-    return np.asarray(counts, float), np.asarray(stops, float) - np.asarray(starts, float)
+    """(spike counts, durations in s) of a unit's trials, in trial order."""
+    durations = _session_trial_durations(key["subject_id"], key["session"])
+    trials, counts = (Unit.TrialSpikes & key).to_arrays("trial", "spike_count", order_by="trial")
+    if any(int(t) not in durations for t in trials):  # the session was loaded again since: refetch
+        _session_trial_durations.cache_clear()
+        durations = _session_trial_durations(key["subject_id"], key["session"])
+    return np.asarray(counts, float), np.array([durations[int(t)] for t in trials], float)
 
 
 @schema
