@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,17 +57,21 @@ def use_share(manifest: dict) -> None:
 
 
 def child(phase: str, share: Path) -> dict:
-    """Run one phase in a fresh interpreter; returns its JSON result plus its peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run one phase in a fresh interpreter; returns its JSON result plus its own peak RSS
+    (the child's VmHWM: getrusage's figure for children is a maximum over all of them)."""
     out = subprocess.run([sys.executable, __file__, "--phase", phase, "--share", str(share)],
                          capture_output=True, text=True, env=os.environ.copy())
     if out.returncode:
         raise SystemExit(f"phase {phase} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["child_maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-    if result["child_maxrss_mb"] * 1024 <= before:
-        result["child_maxrss_mb_note"] = "not above an earlier child's peak (ru_maxrss of children is a maximum)"
-    return result
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def rss_mb() -> float:
@@ -251,7 +254,7 @@ def main() -> int:
     if args.phase:
         manifest = json.loads((share / "manifest.json").read_text())
         use_share(manifest)
-        print(json.dumps(PHASES[args.phase](share, manifest)))
+        print(json.dumps({**PHASES[args.phase](share, manifest), "child_maxrss_mb": round(peak_rss_mb(), 1)}))
         return 0
 
     manifest = prepare(share)
