@@ -8,7 +8,6 @@ whole session in one transaction: after a crash, either all of a session is in o
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from pathlib import Path
 

@@ -119,21 +119,9 @@ def record_probe_folders(root: dict, report: share.RootReport) -> None:
                                         "histology_probe": p} for h, d, k, p, _, _ in touched])
 
 
-def _time_of_day(value) -> dt.time:
-    return (dt.datetime.min + value).time() if isinstance(value, dt.timedelta) else value
-
-
 def session_of_folder() -> dict[tuple, dict]:
-    """(h2o, date, day index) -> session key, for ingested sessions (by start time within the day)."""
-    sessions = (experiment.Session * lab.WaterRestriction.proj("water_restriction_number")).to_dicts()
-    by_day = defaultdict(list)
-    for s in sessions:
-        by_day[(s["water_restriction_number"], s["session_date"])].append(s)
-    found = {}
-    for (h2o, date), day in by_day.items():
-        for index, s in enumerate(sorted(day, key=lambda s: _time_of_day(s["session_time"]))):
-            found[(h2o, date, index)] = {"subject_id": s["subject_id"], "session": s["session"]}
-    return found
+    """(h2o, date, day index) -> session key, for ingested sessions."""
+    return experiment.sessions_by_day()
 
 
 def ready_folders() -> list[dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import datajoint as dj
 
-from pipeline import bulk, experiment, lab, tracking
+from pipeline import bulk, experiment, tracking
 from pipeline.db import schema as _schema
 
 from . import share
@@ -68,27 +68,13 @@ def record_session_folders(root: dict, report: share.RootReport) -> None:
             clear_errors(TrackingIngest, keys)
 
 
-def _time_of_day(value) -> dt.time:
-    return (dt.datetime.min + value).time() if isinstance(value, dt.timedelta) else value
-
-
 def session_folders() -> dict[tuple, dict]:
     """Ingested sessions that have a tracking folder: session key -> folder row."""
     folders = {(f["water_restriction_number"], f["session_date"], f["day_index"]): f
                for f in (TrackingSessionFolder * share.ShareRoot).to_dicts()}
     if not folders:
         return {}
-    sessions = (experiment.Session * lab.WaterRestriction.proj("water_restriction_number")).to_dicts()
-    by_day = defaultdict(list)
-    for s in sessions:
-        by_day[(s["water_restriction_number"], s["session_date"])].append(s)
-    found = {}
-    for (h2o, date), day in by_day.items():
-        for index, s in enumerate(sorted(day, key=lambda s: _time_of_day(s["session_time"]))):
-            folder = folders.get((h2o, date, index))
-            if folder:
-                found[(s["subject_id"], s["session"])] = folder
-    return found
+    return {(s["subject_id"], s["session"]): folders[day] for day, s in experiment.sessions_by_day().items() if day in folders}
 
 
 @schema

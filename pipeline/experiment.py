@@ -8,6 +8,8 @@ Names, keys and attributes follow MAP's ``pipeline/experiment.py``.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import datajoint as dj
 
 from . import lab
@@ -289,3 +291,27 @@ class PhotostimEvent(dj.Imported):
     power : decimal(8,3)                  # maximal power (mW)
     """
 
+
+
+def time_of_day(value) -> dt.time:
+    """A session_time as a time of day: MySQL returns TIME as a timedelta, PostgreSQL as a time."""
+    return (dt.datetime.min + value).time() if isinstance(value, dt.timedelta) else value
+
+
+def sessions_by_day(restriction=None) -> dict[tuple, dict]:
+    """(water-restriction number, date, k) -> session key, where k counts a subject's sessions of
+    that date by start time from 0: the same-day suffix rig folders carry (none for the first,
+    ``_1`` for the second, ...). ``restriction`` limits the subjects, never the days' sessions."""
+    from collections import defaultdict
+
+    sessions = Session.proj("session_date", "session_time")
+    if restriction is not None:
+        subjects = (Session & restriction).proj().to_dicts()
+        sessions = sessions & [{"subject_id": s["subject_id"]} for s in subjects]
+    rows = (sessions * lab.WaterRestriction.proj("water_restriction_number")).to_dicts()
+    days = defaultdict(list)
+    for row in rows:
+        days[(row["water_restriction_number"], row["session_date"])].append(row)
+    return {(h2o, date, k): {"subject_id": row["subject_id"], "session": row["session"]}
+            for (h2o, date), day in days.items()
+            for k, row in enumerate(sorted(day, key=lambda r: time_of_day(r["session_time"])))}

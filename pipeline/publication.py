@@ -246,15 +246,6 @@ def match_file_type(kind: ArchiveKind, subpath: str, types: Sequence[tuple[str, 
     return None
 
 
-def _seconds(value: Any) -> float:
-    """session_time as seconds: MySQL gives a timedelta, PostgreSQL a time."""
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dt.time):
-        return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
-    return float(value)
-
-
 @dataclasses.dataclass
 class SessionIndex:
     """Sessions by (h2o, 'YYYYMMDD', same-day index k) and back."""
@@ -264,22 +255,9 @@ class SessionIndex:
 
     @classmethod
     def load(cls, restriction: Any = None) -> "SessionIndex":
-        sessions = experiment.Session.proj("session_date", "session_time")
-        if restriction is not None:
-            # the day index needs every session of the subject, so restrict by subject only
-            subjects = (experiment.Session & restriction).proj().to_dicts()
-            sessions = sessions & [{"subject_id": s["subject_id"]} for s in subjects]
-        rows = (sessions * lab.WaterRestriction.proj("water_restriction_number")).to_dicts()
-        groups: dict[tuple[str, str], list[tuple[float, int, int]]] = collections.defaultdict(list)
-        for r in rows:
-            day = r["session_date"].strftime("%Y%m%d")
-            groups[(r["water_restriction_number"], day)].append((_seconds(r["session_time"]), r["session"], r["subject_id"]))
-        by_day, by_session = {}, {}
-        for (h2o, day), items in groups.items():
-            for k, (_, session, subject_id) in enumerate(sorted(items)):
-                by_day[(h2o, day, k)] = {"subject_id": int(subject_id), "session": int(session)}
-                by_session[(int(subject_id), int(session))] = (h2o, day, k)
-        return cls(by_day, by_session)
+        by_day = {(h2o, date.strftime("%Y%m%d"), k): {"subject_id": int(s["subject_id"]), "session": int(s["session"])}
+                  for (h2o, date, k), s in experiment.sessions_by_day(restriction).items()}
+        return cls(by_day, {(s["subject_id"], s["session"]): day for day, s in by_day.items()})
 
 
 def share_raw_files(kind: ArchiveKind, h2o: str | None = None) -> dict[tuple[str, str, int], list[dict]]:

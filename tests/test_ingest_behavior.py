@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd
