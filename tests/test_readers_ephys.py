@@ -88,7 +88,7 @@ def test_recordings_match_manifest(share):
         assert [el.acquired_channel for el in r.electrodes] == p["saved_channels"]
         assert [el.channel for el in r.electrodes] == list(range(len(r.electrodes)))
         assert r.file_sha1 and len(r.file_sha1) == 40
-    assert seen_types == {0, 24}
+    assert seen_types == {0, 21, 24}  # NP1.0, NP2.0 single shank, NP2.0 four shanks
 
 
 def test_electrodes_agree_with_probeinterface_and_kilosort(share):

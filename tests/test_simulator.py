@@ -106,7 +106,7 @@ def test_irregularities_present(share):
     assert all(abs(o) <= 60 for o in offs) and min(offs) < -1 and max(offs) > 0
     assert any(s["ephys"] is None for s in regs)
     probes = [p for _, p in ephys_probes(m)]
-    assert {p["type_code"] for p in probes} >= {0, 24}
+    assert {p["type_code"] for p in probes} >= {0, 21, 24}
     assert [p["sorter"] for p in probes].count("jrclust_v4") == 1
     assert any(len(s["ephys"]["probes"]) == 2 for s in regs if s["ephys"])
     # session numbers are 1.. per subject in chronological order

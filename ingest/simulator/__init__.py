@@ -15,6 +15,8 @@ unit tests), small (40-80 trials, 20-40 units, 16+1 channels, ~1 GB; demo), benc
 under bench_files/; no tracking, video, histology or CCF). Epochs are compressed (trials of
 ~2-3 s) so the .ap.bin files, which must cover the whole session, stay small.
 Tracking and videos exist for registered sessions only; every ephys probe has histology.
+Probe types rotate through NP1.0 (imDatPrb_type 0), NP2.0 four-shank (24) and NP2.0
+single-shank (21); the bench session and the JRCLUST session use NP1.0.
 
 Share layout (all paths relative to root)
 -----------------------------------------

@@ -454,7 +454,7 @@ def build_plan(subjects: int, sessions: int, scale: str | Scale, seed: int, *,
         n_samples = int(np.ceil((s.trials[-1].end + offset + 1.0) * SAMPLE_RATE))
         probes = []
         for p in range(n_probes):
-            type_code = 0 if (simple or i == jrc_index) else (0, 24)[(i + p) % 2]
+            type_code = 0 if (simple or i == jrc_index) else (0, 24, 21)[(i + p) % 3]
             sorter = "jrclust_v4" if (i == jrc_index and p == 0) else "kilosort2"
             curated = sorter == "jrclust_v4" or (not simple and (i + p) % 2 == 0)
             saved = _saved_channels(type_code, sc.n_saved)
@@ -466,7 +466,7 @@ def build_plan(subjects: int, sessions: int, scale: str | Scale, seed: int, *,
                                  PROBE_TYPES[type_code][2]),
                 insertion=dict(ml=round(-1500.0 + 3000 * p + float(rng.uniform(-200, 200)), 1),
                                ap=round(2500.0 + float(rng.uniform(-300, 300)), 1),
-                               depth=4000.0 if type_code == 0 else 1500.0)))
+                               depth=1500.0 if PROBE_TYPES[type_code][1] == 4 else 4000.0)))
         s.ephys = Ephys(run=f"{s.h2o}_{s.date_str}{s.suffix}", offset=offset,
                         n_samples=n_samples, probes=probes, bitcode_mat=(i % 2 == 0))
     # tracking / video: every session, some trials not filmed
