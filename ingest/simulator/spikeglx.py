@@ -138,8 +138,8 @@ def write_bin(path: Path, p: Probe, n_samples: int, spikes: list, seed: int,
 
 
 # ----------------------------------------------------------------------------- meta
-def _subset_string(channels: list) -> str:
-    return ",".join(str(c) for c in channels + [384])
+def _subset_string(channels: list, sync_channel: int) -> str:
+    return ",".join(str(c) for c in channels + [sync_channel])
 
 
 def meta_dict(s: Session, p: Probe, size: int, sha1: str) -> dict:
@@ -193,7 +193,8 @@ def meta_dict(s: Session, p: Probe, size: int, sha1: str) -> dict:
         "imSampRate": str(SAMPLE_RATE),
         "nSavedChans": str(nch),
         "snsApLfSy": f"{nch - 1},0,1",
-        "snsSaveChanSubset": _subset_string(p.saved_channels),
+        # NP1.0 acquires 384 AP + 384 LF channels, so its sync channel is 768; NP2.0 has no LF band
+        "snsSaveChanSubset": _subset_string(p.saved_channels, 768 if p.type_code == 0 else 384),
         "syncSourceIdx": "0",
         "syncSourcePeriod": "1",
         "trigMode": "Immediate",
