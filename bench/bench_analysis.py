@@ -39,11 +39,8 @@ DEFAULT_SHARE = Path("/tmp/ephys_bench/share")
 def use_share(manifest: dict) -> None:
     from pipeline import config
 
-    cfg = config.load_config(check_paths=False)
-    for key, value in manifest["paths"].items():
-        cfg.settings[f"custom.{key}"] = config.Setting(f"custom.{key}", value, "bench")
-    cfg.settings["safemode"] = config.Setting("safemode", False, "bench")
-    config.set_active(cfg)
+    config.set_active(config.load_config(check_paths=False).with_settings(
+        {"safemode": False, **{f"custom.{key}": value for key, value in manifest["paths"].items()}}, "bench"))
 
 
 def empty_table():

@@ -26,9 +26,7 @@ import bench.common as common
 from pipeline import config
 from ingest import share
 import ingest.behavior
-cfg = config.load_config(check_paths=False)
-cfg.settings["custom.behavior_data_paths"] = config.Setting("x", [["RRig", {root!r}, 0]], "bench")
-config.set_active(cfg)
+config.set_active(config.load_config(check_paths=False).with_custom({{"behavior_data_paths": [["RRig", {root!r}, 0]]}}, "bench"))
 from pipeline import db
 db.connection()
 before = common.peak_rss_mb()
@@ -57,10 +55,7 @@ import json, sys, time
 sys.path.insert(0, {repo!r})
 import bench.common as common
 from pipeline import config
-cfg = config.load_config(check_paths=False)
-for key, value in {paths!r}.items():
-    cfg.settings["custom." + key] = config.Setting(key, value, "bench")
-config.set_active(cfg)
+config.set_active(config.load_config(check_paths=False).with_custom({paths!r}, "bench"))
 from pipeline.subject_loader import load_subject_file
 load_subject_file(__import__("pathlib").Path({subjects!r}))
 from ingest import share, behavior

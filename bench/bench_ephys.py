@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from bench.common import peak_rss_mb, rss_mb  # noqa: E402
+
 WINDOW = (-3.0, 2.0)
 MAP_STATEMENT_ROWS = 2_000  # 10,000 rows of ~800-byte blobs exceed MariaDB's default 16 MB packet
 BIN = 0.01
@@ -49,11 +51,8 @@ NPY = ("spike_times.npy", "spike_clusters.npy", "spike_templates.npy", "amplitud
 def use_share(manifest: dict) -> None:
     from pipeline import config
 
-    cfg = config.load_config(check_paths=False)
-    for key, value in manifest["paths"].items():
-        cfg.settings[f"custom.{key}"] = config.Setting(f"custom.{key}", value, "bench")
-    cfg.settings["safemode"] = config.Setting("safemode", False, "bench")
-    config.set_active(cfg)
+    config.set_active(config.load_config(check_paths=False).with_settings(
+        {"safemode": False, **{f"custom.{key}": value for key, value in manifest["paths"].items()}}, "bench"))
 
 
 def child(phase: str, share: Path) -> dict:
@@ -64,22 +63,6 @@ def child(phase: str, share: Path) -> dict:
     if out.returncode:
         raise SystemExit(f"phase {phase} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _session(manifest) -> tuple[dict, dict, dict]:

@@ -42,16 +42,26 @@ def bench_share() -> tuple[Path, dict]:
     return root, manifest
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, from /proc's VmHWM (unlike getrusage's
-    ru_maxrss it is not inherited from the parent across fork and exec)."""
+def _proc_status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, from /proc's VmHWM (unlike getrusage's
+    ru_maxrss it is not inherited from the parent across fork and exec)."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (VmRSS)."""
+    return _proc_status_mb("VmRSS") or 0.0
 
 
 def drop_run_schemas() -> None:

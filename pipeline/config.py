@@ -99,6 +99,18 @@ class PipelineConfig:
         entries = self.custom(key) or []
         return sorted(((str(r), Path(p), int(o)) for r, p, o in entries), key=lambda e: e[2])
 
+    def with_settings(self, values: Mapping[str, Any], source: str) -> "PipelineConfig":
+        """A copy with these settings (full keys, e.g. ``safemode`` or ``custom.ephys_data_paths``)
+        overlaid, each remembering ``source``: how the demo, tests and benchmarks point the
+        pipeline at a share without writing a config file."""
+        settings = dict(self.settings)
+        settings.update({key: Setting(key, value, source) for key, value in values.items()})
+        return PipelineConfig(settings, self.path)
+
+    def with_custom(self, values: Mapping[str, Any], source: str) -> "PipelineConfig":
+        """``with_settings`` for keys of the ``custom`` block (``behavior_data_paths``, ``globus.*``, ...)."""
+        return self.with_settings({f"custom.{key}": value for key, value in values.items()}, source)
+
     def masked(self) -> list[Setting]:
         """Every setting, secrets replaced by ``****``: safe to print."""
         return [

@@ -71,11 +71,7 @@ def _simulate_share(args: argparse.Namespace) -> int:
 
 def demo_config(base: _config.PipelineConfig, manifest: dict, prefix: str) -> _config.PipelineConfig:
     """The user's database settings with the simulated share's paths and the demo's prefix."""
-    settings = dict(base.settings)
-    for key, value in manifest["paths"].items():
-        settings[f"custom.{key}"] = _config.Setting(f"custom.{key}", value, "demo")
-    settings["custom.database.prefix"] = _config.Setting("custom.database.prefix", prefix, "demo")
-    return _config.PipelineConfig(settings, base.path)
+    return base.with_custom({**manifest["paths"], "database.prefix": prefix}, "demo")
 
 
 def simulate_or_reuse(share: Path, scale: str, seed: int) -> tuple[dict, bool]:

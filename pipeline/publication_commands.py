@@ -220,12 +220,11 @@ def demo_publication(context) -> str:
     (scratch / "archive").mkdir(parents=True)
     (scratch / "restore").mkdir()
     base = context.config
-    settings = dict(base.settings)
 
-    def set_custom(values: dict) -> None:
-        for key, value in values.items():
-            settings[f"custom.{key}"] = _config.Setting(f"custom.{key}", value, "demo")
-        _config.set_active(_config.PipelineConfig(dict(settings), base.path))
+    def set_custom(values: dict) -> None:  # each call adds to what the earlier ones set
+        _config.set_active(_config.active().with_custom(values, "demo"))
+
+    _config.set_active(base)
 
     set_custom({
         "globus.backend": "local",

@@ -81,10 +81,7 @@ def use_share_paths(manifest: dict) -> None:
     """Point the pipeline's configuration at a simulated share."""
     from pipeline import config
 
-    cfg = config.load_config(check_paths=False)
-    for key, value in manifest["paths"].items():
-        cfg.settings[f"custom.{key}"] = config.Setting(f"custom.{key}", value, "test")
-    config.set_active(cfg)
+    config.set_active(config.load_config(check_paths=False).with_custom(manifest["paths"], "test"))
 
 
 @pytest.fixture(scope="session")

@@ -125,3 +125,15 @@ def test_example_config_loads_and_explains_every_key():
     assert cfg.get("database.backend") == "mysql"
     assert cfg.custom("globus.storage_locations")["raw-ephys"]["root"] == "/4ElectrodeRig_Ephys"
     assert not [k for k in cfg.settings if "#" in k]
+
+
+def test_overlaying_settings_leaves_the_original_alone(tmp_path):
+    share = tmp_path / "ephys"
+    share.mkdir()
+    base = load_config(write(tmp_path, {"custom": {"database.prefix": "lab_"}}), environ={})
+    demo = base.with_custom({"ephys_data_paths": [["RRig", str(share), 0]], "database.prefix": "demo_"}, "demo")
+    strict = demo.with_settings({"safemode": False}, "bench")
+    assert demo.prefix == "demo_" and demo.settings["custom.database.prefix"].source == "demo"
+    assert demo.data_paths("ephys_data_paths") == [("RRig", share, 0)]
+    assert strict.get("safemode") is False and strict.settings["safemode"].source == "bench" and strict.prefix == "demo_"
+    assert base.prefix == "lab_" and base.custom("ephys_data_paths") is None and base.get("safemode") is True

@@ -96,9 +96,7 @@ def settings_for(lab, tmp: Path, **extra) -> dict:
 def apply_settings(custom: dict) -> None:
     from pipeline import config
 
-    cfg = config.active()
-    for key, value in custom.items():
-        cfg.settings[f"custom.{key}"] = config.Setting(f"custom.{key}", value, "test")
+    config.set_active(config.active().with_custom(custom, "test"))
 
 
 class DiskTree(MutableMapping):

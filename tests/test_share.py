@@ -20,10 +20,7 @@ def share_tables(modules):
 
 
 def make_config(**paths) -> _config.PipelineConfig:
-    cfg = _config.load_config(check_paths=False)
-    for key, value in paths.items():
-        cfg.settings[f"custom.{key}"] = _config.Setting(f"custom.{key}", value, "test")
-    return cfg
+    return _config.load_config(check_paths=False).with_custom(paths, "test")
 
 
 def write(path: Path, data: bytes) -> Path:
